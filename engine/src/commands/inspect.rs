@@ -1,0 +1,137 @@
+//! Commands that read DAG files without running anything: `validate`, `graph`, `schema`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::exit;
+use crate::compile::{compile_paths, discover};
+use crate::diagnostic::Diagnostic;
+use crate::operator::Registry;
+
+/// How `validate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// For people: diagnostics with source lines and carets, then a summary.
+    #[default]
+    Text,
+    /// For editors and CI: one JSON object.
+    Json,
+}
+
+/// How `graph` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GraphFormat {
+    /// Graphviz DOT.
+    #[default]
+    Dot,
+    /// A Mermaid flowchart.
+    Mermaid,
+}
+
+/// Reads the text of each file named in `diagnostics`, for source lines under messages.
+fn sources_of(diagnostics: &[Diagnostic]) -> HashMap<PathBuf, String> {
+    let files: BTreeSet<&Path> = diagnostics.iter().map(|d| d.file.as_path()).collect();
+    files
+        .into_iter()
+        .filter_map(|f| std::fs::read(f).ok().map(|b| (f.to_path_buf(), String::from_utf8_lossy(&b).into_owned())))
+        .collect()
+}
+
+fn print_diagnostics(out: &mut dyn Write, diagnostics: &[Diagnostic]) {
+    let sources = sources_of(diagnostics);
+    for d in diagnostics {
+        let _ = writeln!(out, "{}", d.render(sources.get(&d.file).map(String::as_str)));
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// `flowctl validate PATH...`: compiles and reports; exit 0 when valid, 2 when not.
+pub fn validate(paths: &[PathBuf], format: OutputFormat, registry: &Registry) -> u8 {
+    let file_count = discover(paths).map(|f| f.len()).unwrap_or(0);
+    let result = compile_paths(paths, registry);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match format {
+        OutputFormat::Json => {
+            let (valid, dags, diagnostics) = match &result {
+                Ok(c) => (true, c.dags.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), c.warnings.clone()),
+                Err(errors) => (false, Vec::new(), errors.clone()),
+            };
+            let report = json!({ "valid": valid, "files": file_count, "dags": dags, "diagnostics": diagnostics });
+            let _ = writeln!(out, "{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        }
+        OutputFormat::Text => match &result {
+            Ok(compiled) => {
+                print_diagnostics(&mut out, &compiled.warnings);
+                let warnings = if compiled.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", plural(compiled.warnings.len(), "warning"))
+                };
+                let _ = writeln!(
+                    out,
+                    "ok: {} in {}{warnings}",
+                    plural(compiled.dags.len(), "DAG"),
+                    plural(file_count, "file")
+                );
+            }
+            Err(errors) => {
+                print_diagnostics(&mut out, errors);
+                let bad_files: BTreeSet<&Path> = errors.iter().map(|d| d.file.as_path()).collect();
+                let _ = writeln!(
+                    out,
+                    "error: {} in {} ({} checked)",
+                    plural(errors.len(), "error"),
+                    plural(bad_files.len(), "file"),
+                    plural(file_count, "file")
+                );
+            }
+        },
+    }
+    if result.is_ok() {
+        exit::OK
+    } else {
+        exit::INVALID
+    }
+}
+
+/// `flowctl graph DAG_FILE`: prints the task graph.
+pub fn graph(file: &Path, format: GraphFormat, registry: &Registry) -> u8 {
+    match compile_paths(&[file.to_path_buf()], registry) {
+        Ok(compiled) => {
+            let Some(dag) = compiled.dags.first() else {
+                eprintln!("error: {} holds no DAG", file.display());
+                return exit::INVALID;
+            };
+            let operator_of = |id: &str| dag.task(id).map(|t| t.operator.clone()).unwrap_or_default();
+            let text = match format {
+                GraphFormat::Dot => dag.graph.to_dot(&dag.id, operator_of),
+                GraphFormat::Mermaid => dag.graph.to_mermaid(operator_of),
+            };
+            print!("{text}");
+            exit::OK
+        }
+        Err(errors) => {
+            print_diagnostics(&mut std::io::stderr(), &errors);
+            eprintln!("error: {} does not compile; fix it (see `flowctl validate`) and try again", file.display());
+            exit::INVALID
+        }
+    }
+}
+
+/// `flowctl schema`: the JSON Schema of DAG files.
+pub fn schema(registry: &Registry) -> u8 {
+    let schema = crate::schema::dag_schema(registry);
+    println!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());
+    exit::OK
+}

@@ -1,0 +1,1008 @@
+//! Compile: DAG files in, validated DAGs out, or every problem with its place.
+//!
+//! Compile is the only way a DAG enters flowctl (`validate`, `apply`, `run FILE`, the server's
+//! folder watch all call it), so every check lives here and runs before anything else sees a DAG.
+//! It never stops at the first problem: each file is checked key by key, each task on its own, and
+//! problems across files (duplicate DAG ids) are found after all files are read. It never panics,
+//! on any input; a property test feeds it arbitrary bytes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde_json::Value;
+
+use crate::dag::{
+    AlertEvent, Alerts, Backoff, Dag, EmailAlert, RetryPolicy, Task, TriggerRule, WebhookAlert, WebhookFormat,
+};
+use crate::diagnostic::{suggestion, Diagnostic};
+use crate::graph::TaskGraph;
+use crate::operator::Registry;
+use crate::schedule::Schedule;
+use crate::template;
+use crate::yaml::{self, Node, NodeKind, Pos, Scalar};
+
+/// The keys a DAG file may have at its top level.
+pub const DAG_KEYS: &[&str] = &[
+    "dag",
+    "description",
+    "schedule",
+    "timezone",
+    "start_date",
+    "end_date",
+    "catchup",
+    "max_active_runs",
+    "max_active_tasks",
+    "params",
+    "defaults",
+    "alerts",
+    "tasks",
+];
+/// The keys of a task.
+pub const TASK_KEYS: &[&str] = &[
+    "id",
+    "operator",
+    "description",
+    "with",
+    "depends_on",
+    "trigger_rule",
+    "retries",
+    "retry_delay",
+    "retry_backoff",
+    "max_retry_delay",
+    "timeout",
+    "alerts",
+];
+/// The keys of `defaults:`.
+pub const DEFAULTS_KEYS: &[&str] = &["retries", "retry_delay", "retry_backoff", "max_retry_delay", "timeout"];
+/// The keys of `alerts:`.
+pub const ALERTS_KEYS: &[&str] = &["email", "webhook"];
+/// The keys of `alerts.email:`.
+pub const EMAIL_KEYS: &[&str] = &["to", "on"];
+/// The keys of `alerts.webhook:`.
+pub const WEBHOOK_KEYS: &[&str] = &["urls", "format", "on"];
+
+/// One DAG file's name and bytes.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// The path, as the user named it (diagnostics print it).
+    pub path: PathBuf,
+    /// The raw bytes: UTF-8 is checked by compile.
+    pub bytes: Vec<u8>,
+}
+
+/// What a successful compile returns.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The DAGs, in file order.
+    pub dags: Vec<Dag>,
+    /// Problems that do not stop the DAGs from working.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Collects the DAG files under `paths`: files as given, folders searched recursively for
+/// `*.yaml` and `*.yml`, sorted so results are stable.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Diagnostic> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            Diagnostic::error(path, Pos { line: 1, col: 1 }, format!("cannot read: {e}"))
+                .with_hint("check the path; flowctl takes DAG files or folders of them")
+        })?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            walk(path, &mut found)
+                .map_err(|e| Diagnostic::error(path, Pos { line: 1, col: 1 }, format!("cannot read folder: {e}")))?;
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, found)?;
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads and compiles the DAG files under `paths` (see [`discover`]).
+pub fn compile_paths(paths: &[PathBuf], registry: &Registry) -> Result<Compiled, Vec<Diagnostic>> {
+    let files = discover(paths).map_err(|d| vec![d])?;
+    let mut sources = Vec::with_capacity(files.len());
+    let mut errors = Vec::new();
+    for path in files {
+        match std::fs::read(&path) {
+            Ok(bytes) => sources.push(SourceFile { path, bytes }),
+            Err(e) => errors.push(Diagnostic::error(&path, Pos { line: 1, col: 1 }, format!("cannot read: {e}"))),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    compile(&sources, registry)
+}
+
+/// Compiles DAG files: every DAG and warning, or every error of every file.
+pub fn compile(files: &[SourceFile], registry: &Registry) -> Result<Compiled, Vec<Diagnostic>> {
+    let results = compile_each(files, registry);
+    let mut dags = Vec::new();
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut seen: HashMap<String, (PathBuf, Pos)> = HashMap::new();
+    for (dag, id_pos, mut diags) in results {
+        if let Some((dag, id_pos)) = dag.zip(id_pos) {
+            if let Some((first_file, first_pos)) = seen.get(&dag.id) {
+                diags.push(
+                    Diagnostic::error(
+                        &dag.file,
+                        id_pos,
+                        format!(
+                            "DAG id \"{}\" is already used by {}:{}:{}",
+                            dag.id,
+                            first_file.display(),
+                            first_pos.line,
+                            first_pos.col
+                        ),
+                    )
+                    .with_hint("DAG ids must be unique across all files: rename one of them"),
+                );
+            } else {
+                seen.insert(dag.id.clone(), (dag.file.clone(), id_pos));
+                dags.push(dag);
+            }
+        }
+        for d in diags {
+            match d.severity {
+                crate::diagnostic::Severity::Error => errors.push(d),
+                crate::diagnostic::Severity::Warning => warnings.push(d),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(Compiled { dags, warnings })
+    } else {
+        Err(errors)
+    }
+}
+
+type FileResult = (Option<Dag>, Option<Pos>, Vec<Diagnostic>);
+
+/// Files are independent until the duplicate-id check, so large folders compile on every core.
+fn compile_each(files: &[SourceFile], registry: &Registry) -> Vec<FileResult> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len().max(1));
+    if workers <= 1 || files.len() < 16 {
+        let env = template::environment();
+        return files.iter().map(|f| compile_file(f, registry, &env)).collect();
+    }
+    let chunk = files.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    let env = template::environment();
+                    part.iter().map(|f| compile_file(f, registry, &env)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    })
+}
+
+/// Checks one file. Returns the DAG when the file has no error, the position of its `dag:` value,
+/// and its diagnostics.
+fn compile_file(file: &SourceFile, registry: &Registry, env: &minijinja::Environment<'_>) -> FileResult {
+    let mut cx = Checker { file: &file.path, diags: Vec::new(), task: None };
+    let source = match std::str::from_utf8(&file.bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            let valid = String::from_utf8_lossy(&file.bytes[..e.valid_up_to()]).into_owned();
+            let line = valid.matches('\n').count() + 1;
+            let col = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            cx.error(
+                Pos { line, col },
+                format!("file is not valid UTF-8 (byte offset {})", e.valid_up_to()),
+                Some("save the file as UTF-8"),
+            );
+            return (None, None, cx.diags);
+        }
+    };
+    let docs = match yaml::parse(source) {
+        Ok(docs) => docs,
+        Err(e) => {
+            cx.error(e.pos, format!("invalid YAML: {}", e.message), Some("check the indentation and quoting here"));
+            return (None, None, cx.diags);
+        }
+    };
+    if docs.roots.len() > 1 {
+        let pos = docs.starts.get(1).copied().unwrap_or_default();
+        cx.error(
+            pos,
+            format!("file holds {} YAML documents; a DAG file holds exactly one DAG", docs.roots.len()),
+            Some("split the documents into one file each"),
+        );
+        return (None, None, cx.diags);
+    }
+    let root = match docs.roots.into_iter().next() {
+        Some(root) if !matches!(root.kind, NodeKind::Scalar(Scalar::Null)) => root,
+        _ => {
+            cx.error(Pos { line: 1, col: 1 }, "file is empty", Some("a DAG file needs at least `dag:` and `tasks:`"));
+            return (None, None, cx.diags);
+        }
+    };
+    if root.as_map().is_none() {
+        cx.error(
+            root.pos,
+            format!("a DAG file must be a mapping with `dag:` and `tasks:`, found {}", root.type_name()),
+            None,
+        );
+        return (None, None, cx.diags);
+    }
+    let dag = cx.dag(&root, source, registry, env);
+    cx.diags.sort_by_key(|d| (d.line, d.column));
+    let id_pos = root.get("dag").map(|(_, v)| v.pos);
+    let has_errors = cx.diags.iter().any(|d| d.severity == crate::diagnostic::Severity::Error);
+    (if has_errors { None } else { dag }, id_pos, cx.diags)
+}
+
+/// Accumulates one file's diagnostics while its keys are read.
+struct Checker<'f> {
+    file: &'f Path,
+    diags: Vec<Diagnostic>,
+    /// The task being checked, named in each diagnostic.
+    task: Option<String>,
+}
+
+/// A task's settings as read, before defaults and graph checks.
+struct TaskDraft<'n> {
+    node: &'n Node,
+    id: String,
+    id_pos: Pos,
+    operator: Option<String>,
+    description: Option<String>,
+    with: Option<&'n Node>,
+    depends_on: Vec<(String, Pos)>,
+    trigger_rule: TriggerRule,
+    settings: TaskSettings,
+    alerts: Option<Alerts>,
+}
+
+/// The settings `defaults:` may give and tasks may override.
+#[derive(Default, Clone, Copy)]
+struct TaskSettings {
+    retries: Option<u32>,
+    retry_delay: Option<Duration>,
+    retry_backoff: Option<Backoff>,
+    max_retry_delay: Option<Duration>,
+    timeout: Option<Duration>,
+}
+
+impl TaskSettings {
+    fn or(self, defaults: TaskSettings) -> TaskSettings {
+        TaskSettings {
+            retries: self.retries.or(defaults.retries),
+            retry_delay: self.retry_delay.or(defaults.retry_delay),
+            retry_backoff: self.retry_backoff.or(defaults.retry_backoff),
+            max_retry_delay: self.max_retry_delay.or(defaults.max_retry_delay),
+            timeout: self.timeout.or(defaults.timeout),
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+impl<'f> Checker<'f> {
+    fn error(&mut self, pos: Pos, message: impl Into<String>, hint: Option<&str>) {
+        let mut d = Diagnostic::error(self.file, pos, message).in_task(self.task.as_deref());
+        d.hint = hint.map(str::to_string);
+        self.diags.push(d);
+    }
+
+    fn warning(&mut self, pos: Pos, message: impl Into<String>, hint: Option<&str>) {
+        let mut d = Diagnostic::warning(self.file, pos, message).in_task(self.task.as_deref());
+        d.hint = hint.map(str::to_string);
+        self.diags.push(d);
+    }
+
+    /// The entries of a mapping, with unknown and duplicate keys reported. `what` names the
+    /// mapping in messages ("a task", "`defaults:`").
+    fn entries<'n>(&mut self, node: &'n Node, known: &[&str], what: &str) -> Vec<(&'n str, Pos, &'n Node)> {
+        let Some(map) = node.as_map() else {
+            self.error(node.pos, format!("{what} must be a mapping, found {}", node.type_name()), None);
+            return Vec::new();
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        let mut out = Vec::new();
+        for (key, value) in map {
+            let Some(name) = key.as_str() else {
+                self.error(key.pos, format!("keys of {what} must be strings, found {}", key.type_name()), None);
+                continue;
+            };
+            if seen.contains(&name) {
+                self.error(key.pos, format!("duplicate key \"{name}\" in {what}"), Some("remove one of them"));
+                continue;
+            }
+            seen.push(name);
+            if !known.contains(&name) {
+                self.error(
+                    key.pos,
+                    format!("unknown key \"{name}\" in {what}{}", suggestion(name, known.iter().copied())),
+                    Some(&format!("valid keys: {}", known.join(", "))),
+                );
+                continue;
+            }
+            out.push((name, key.pos, value));
+        }
+        out
+    }
+
+    fn string(&mut self, key: &str, node: &Node) -> Option<String> {
+        match node.as_str() {
+            Some(s) => Some(s.to_string()),
+            None => {
+                self.error(node.pos, format!("\"{key}\" must be a string, found {}", node.type_name()), None);
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, key: &str, node: &Node) -> Option<bool> {
+        match node.kind {
+            NodeKind::Scalar(Scalar::Bool(b)) => Some(b),
+            _ => {
+                self.error(node.pos, format!("\"{key}\" must be true or false, found {}", node.type_name()), None);
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, key: &str, node: &Node, min: i64) -> Option<u32> {
+        match node.kind {
+            NodeKind::Scalar(Scalar::Int(i)) if i >= min && i <= i64::from(u32::MAX) => u32::try_from(i).ok(),
+            NodeKind::Scalar(Scalar::Int(i)) => {
+                self.error(node.pos, format!("\"{key}\" must be at least {min}, found {i}"), None);
+                None
+            }
+            _ => {
+                self.error(node.pos, format!("\"{key}\" must be a whole number, found {}", node.type_name()), None);
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str, node: &Node) -> Option<Duration> {
+        let hint = "write a duration such as 30s, 10m, 2h or 1h 30m";
+        let Some(text) = node.as_str() else {
+            self.error(node.pos, format!("\"{key}\" must be a duration, found {}", node.type_name()), Some(hint));
+            return None;
+        };
+        match humantime::parse_duration(text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(node.pos, format!("invalid duration \"{text}\" for \"{key}\": {e}"), Some(hint));
+                None
+            }
+        }
+    }
+
+    fn choice<T: Copy>(&mut self, key: &str, node: &Node, choices: &[(T, &'static str)]) -> Option<T> {
+        let names: Vec<&str> = choices.iter().map(|(_, n)| *n).collect();
+        let Some(text) = node.as_str() else {
+            self.error(
+                node.pos,
+                format!("\"{key}\" must be one of {}, found {}", names.join(", "), node.type_name()),
+                None,
+            );
+            return None;
+        };
+        if let Some((value, _)) = choices.iter().find(|(_, n)| *n == text) {
+            return Some(*value);
+        }
+        self.error(
+            node.pos,
+            format!("invalid {key} \"{text}\"{}", suggestion(text, names.iter().copied())),
+            Some(&format!("use one of: {}", names.join(", "))),
+        );
+        None
+    }
+
+    fn string_list(&mut self, key: &str, node: &Node) -> Vec<(String, Pos)> {
+        let Some(items) = node.as_seq() else {
+            self.error(
+                node.pos,
+                format!("\"{key}\" must be a list, found {}", node.type_name()),
+                Some(&format!("write a list, e.g. `{key}: [a, b]`")),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in items {
+            match item.as_str() {
+                Some(s) => out.push((s.to_string(), item.pos)),
+                None => self.error(item.pos, format!("items of \"{key}\" must be strings, found {}", item.type_name()), None),
+            }
+        }
+        out
+    }
+
+    fn date(&mut self, key: &str, node: &Node, tz: Tz) -> Option<DateTime<Utc>> {
+        let hint = "write a date (2024-01-31) or an RFC 3339 timestamp (2024-01-31T06:00:00Z)";
+        let Some(text) = node.scalar_text() else {
+            self.error(node.pos, format!("\"{key}\" must be a date, found {}", node.type_name()), Some(hint));
+            return None;
+        };
+        if let Ok(t) = DateTime::parse_from_rfc3339(&text) {
+            return Some(t.with_timezone(&Utc));
+        }
+        let local = NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .or_else(|| NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S").ok())
+            .or_else(|| NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S").ok());
+        match local.map(|l| tz.from_local_datetime(&l).earliest()) {
+            Some(Some(t)) => Some(t.with_timezone(&Utc)),
+            Some(None) => {
+                self.error(node.pos, format!("\"{key}\" {text} does not exist in time zone {tz}"), Some(hint));
+                None
+            }
+            None => {
+                self.error(node.pos, format!("invalid date \"{text}\" for \"{key}\""), Some(hint));
+                None
+            }
+        }
+    }
+
+    fn id(&mut self, what: &str, node: &Node) -> Option<String> {
+        let text = match node.scalar_text() {
+            Some(t) => t,
+            None => {
+                self.error(node.pos, format!("{what} id must be a string, found {}", node.type_name()), None);
+                return None;
+            }
+        };
+        if valid_id(&text) {
+            Some(text)
+        } else {
+            self.error(
+                node.pos,
+                format!("invalid {what} id \"{text}\": use only lower-case letters, digits, \"_\" and \"-\""),
+                Some(&format!("for example \"{}\"", suggest_id(&text))),
+            );
+            None
+        }
+    }
+
+    fn settings(&mut self, key: &str, node: &Node, settings: &mut TaskSettings) {
+        match key {
+            "retries" => settings.retries = self.count(key, node, 0),
+            "retry_delay" => settings.retry_delay = self.duration(key, node),
+            "max_retry_delay" => settings.max_retry_delay = self.duration(key, node),
+            "timeout" => settings.timeout = self.duration(key, node),
+            "retry_backoff" => {
+                settings.retry_backoff =
+                    self.choice(key, node, &[(Backoff::Fixed, "fixed"), (Backoff::Exponential, "exponential")]);
+            }
+            _ => {}
+        }
+    }
+
+    fn alert_events(&mut self, node: &Node) -> Vec<AlertEvent> {
+        let mut events = Vec::new();
+        for (name, pos) in self.string_list("on", node) {
+            match AlertEvent::ALL.iter().find(|(_, n)| *n == name) {
+                Some((event, _)) => events.push(*event),
+                None => {
+                    let names = AlertEvent::ALL.iter().map(|(_, n)| *n);
+                    self.error(
+                        pos,
+                        format!("unknown alert event \"{name}\"{}", suggestion(&name, names.clone())),
+                        Some(&format!("use any of: {}", names.collect::<Vec<_>>().join(", "))),
+                    );
+                }
+            }
+        }
+        events
+    }
+
+    fn alerts(&mut self, node: &Node) -> Alerts {
+        let mut alerts = Alerts::default();
+        for (key, _, value) in self.entries(node, ALERTS_KEYS, "`alerts:`") {
+            match key {
+                "email" => {
+                    let mut email = EmailAlert { to: Vec::new(), on: vec![AlertEvent::Failure] };
+                    for (k, _, v) in self.entries(value, EMAIL_KEYS, "`alerts.email:`") {
+                        match k {
+                            "to" => {
+                                let list = if v.as_str().is_some() {
+                                    vec![(v.as_str().unwrap_or_default().to_string(), v.pos)]
+                                } else {
+                                    self.string_list("to", v)
+                                };
+                                for (address, pos) in list {
+                                    if !address.contains('@') {
+                                        self.error(
+                                            pos,
+                                            format!("\"{address}\" is not an email address"),
+                                            Some("write addresses as name@example.com"),
+                                        );
+                                    }
+                                    email.to.push(address);
+                                }
+                            }
+                            "on" => email.on = self.alert_events(v),
+                            _ => {}
+                        }
+                    }
+                    alerts.email = Some(email);
+                }
+                "webhook" => {
+                    let mut hook = WebhookAlert { urls: Vec::new(), format: WebhookFormat::Json, on: vec![AlertEvent::Failure] };
+                    for (k, _, v) in self.entries(value, WEBHOOK_KEYS, "`alerts.webhook:`") {
+                        match k {
+                            "urls" => {
+                                for (url, pos) in self.string_list("urls", v) {
+                                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                                        self.error(pos, format!("webhook URL \"{url}\" must start with http:// or https://"), None);
+                                    }
+                                    hook.urls.push(url);
+                                }
+                            }
+                            "format" => {
+                                hook.format = self
+                                    .choice("format", v, &[(WebhookFormat::Json, "json"), (WebhookFormat::Slack, "slack")])
+                                    .unwrap_or_default();
+                            }
+                            "on" => hook.on = self.alert_events(v),
+                            _ => {}
+                        }
+                    }
+                    if hook.urls.is_empty() && value.as_map().is_some() {
+                        self.error(value.pos, "`alerts.webhook:` needs `urls:`", Some("e.g. `urls: [https://hooks.example.com/...]`"));
+                    }
+                    alerts.webhook = Some(hook);
+                }
+                _ => {}
+            }
+        }
+        alerts
+    }
+
+    fn dag(&mut self, root: &Node, source: &str, registry: &Registry, env: &minijinja::Environment<'_>) -> Option<Dag> {
+        let entries = self.entries(root, DAG_KEYS, "a DAG file");
+        let find = |name: &str| entries.iter().find(|(k, _, _)| *k == name).map(|(_, p, v)| (*p, *v));
+
+        let id = match find("dag") {
+            Some((_, v)) => self.id("DAG", v),
+            None => {
+                self.error(root.pos, "missing required key \"dag\"", Some("add `dag: <id>` naming the DAG"));
+                None
+            }
+        };
+        let timezone = match find("timezone") {
+            Some((_, v)) => self.string("timezone", v).and_then(|name| match name.parse::<Tz>() {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    let zones = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name());
+                    self.error(
+                        v.pos,
+                        format!("unknown time zone \"{name}\"{}", suggestion(&name, zones)),
+                        Some("use an IANA name such as UTC, Europe/Paris or America/New_York"),
+                    );
+                    None
+                }
+            }),
+            None => Some(Tz::UTC),
+        };
+        let tz = timezone.unwrap_or(Tz::UTC);
+        let schedule = find("schedule").and_then(|(_, v)| {
+            if matches!(v.kind, NodeKind::Scalar(Scalar::Null)) {
+                return None;
+            }
+            let text = self.string("schedule", v)?;
+            match text.parse::<Schedule>() {
+                Ok(s) => Some(s),
+                Err(message) => {
+                    self.error(
+                        v.pos,
+                        message,
+                        Some("use 5-field cron (minute hour day-of-month month day-of-week) or @hourly, @daily, @weekly, @monthly, @quarterly, @yearly"),
+                    );
+                    None
+                }
+            }
+        });
+        let start_date = find("start_date").and_then(|(_, v)| self.date("start_date", v, tz));
+        let end_date = find("end_date").and_then(|(_, v)| self.date("end_date", v, tz));
+        if let (Some((pos, _)), None) = (find("schedule").filter(|(_, v)| v.as_str().is_some()), find("start_date")) {
+            self.error(
+                pos,
+                "\"start_date\" is required when \"schedule\" is set",
+                Some("add `start_date: 2024-01-01`: the first data interval starts then"),
+            );
+        }
+        if let (Some(start), Some(end)) = (start_date, end_date) {
+            if start > end {
+                let pos = find("end_date").map_or(root.pos, |(_, v)| v.pos);
+                self.error(
+                    pos,
+                    format!("end_date {} is before start_date {}", end.to_rfc3339(), start.to_rfc3339()),
+                    Some("end_date must come after start_date"),
+                );
+            }
+        }
+        if schedule.is_none() {
+            if let Some((pos, v)) = find("catchup") {
+                if matches!(v.kind, NodeKind::Scalar(Scalar::Bool(true))) {
+                    self.warning(pos, "\"catchup\" has no effect without a schedule", None);
+                }
+            }
+        }
+        let catchup = find("catchup").and_then(|(_, v)| self.bool("catchup", v)).unwrap_or(false);
+        let max_active_runs = find("max_active_runs").and_then(|(_, v)| self.count("max_active_runs", v, 1)).unwrap_or(1);
+        let max_active_tasks = find("max_active_tasks").and_then(|(_, v)| self.count("max_active_tasks", v, 1)).unwrap_or(16);
+        let description = find("description").and_then(|(_, v)| self.string("description", v));
+
+        let mut params = serde_json::Map::new();
+        if let Some((_, v)) = find("params") {
+            if matches!(v.kind, NodeKind::Scalar(Scalar::Null)) {
+                // `params:` with nothing under it declares no parameters.
+            } else if let Some(map) = v.as_map() {
+                for (key, value) in map {
+                    let name = key.scalar_text().unwrap_or_default();
+                    let identifier = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !identifier {
+                        self.error(
+                            key.pos,
+                            format!("invalid parameter name \"{name}\": use letters, digits and \"_\", not starting with a digit"),
+                            Some("templates read parameters as params.<name>"),
+                        );
+                    }
+                    params.insert(name, value.to_json());
+                }
+            } else {
+                self.error(v.pos, format!("\"params\" must be a mapping of names to defaults, found {}", v.type_name()), None);
+            }
+        }
+
+        let mut defaults = TaskSettings::default();
+        if let Some((_, v)) = find("defaults") {
+            for (key, _, value) in self.entries(v, DEFAULTS_KEYS, "`defaults:`") {
+                self.settings(key, value, &mut defaults);
+            }
+        }
+        let alerts = find("alerts").map(|(_, v)| self.alerts(v));
+
+        let drafts = match find("tasks") {
+            None => {
+                self.error(root.pos, "missing required key \"tasks\"", Some("add `tasks:` with at least one task"));
+                Vec::new()
+            }
+            Some((pos, v)) => match v.as_seq() {
+                Some([]) => {
+                    self.error(pos, "\"tasks\" is empty: a DAG needs at least one task", None);
+                    Vec::new()
+                }
+                Some(items) => items.iter().filter_map(|item| self.task(item)).collect(),
+                None if matches!(v.kind, NodeKind::Scalar(Scalar::Null)) => {
+                    self.error(pos, "\"tasks\" is empty: a DAG needs at least one task", None);
+                    Vec::new()
+                }
+                None => {
+                    self.error(
+                        v.pos,
+                        format!("\"tasks\" must be a list of tasks, found {}", v.type_name()),
+                        Some("write each task as a list item: `- id: extract`"),
+                    );
+                    Vec::new()
+                }
+            },
+        };
+
+        let tasks = self.tasks(drafts, defaults, &params, registry, env);
+        let dag_id = id?;
+        let (tasks, graph) = tasks?;
+        Some(Dag {
+            id: dag_id,
+            file: self.file.to_path_buf(),
+            source: source.to_string(),
+            description,
+            schedule,
+            timezone: tz,
+            start_date,
+            end_date,
+            catchup,
+            max_active_runs,
+            max_active_tasks,
+            params,
+            alerts,
+            tasks,
+            graph,
+        })
+    }
+
+    fn task<'n>(&mut self, node: &'n Node) -> Option<TaskDraft<'n>> {
+        self.task = None;
+        if node.as_map().is_none() {
+            self.error(node.pos, format!("a task must be a mapping with `id:` and `operator:`, found {}", node.type_name()), None);
+            return None;
+        }
+        // Name the task in every diagnostic, so read the id before anything else.
+        let id = node.get("id").and_then(|(_, v)| v.scalar_text());
+        self.task = id.clone().filter(|id| valid_id(id));
+        let entries = self.entries(node, TASK_KEYS, "a task");
+        let mut draft = TaskDraft {
+            node,
+            id: String::new(),
+            id_pos: node.pos,
+            operator: None,
+            description: None,
+            with: None,
+            depends_on: Vec::new(),
+            trigger_rule: TriggerRule::AllSuccess,
+            settings: TaskSettings::default(),
+            alerts: None,
+        };
+        let mut id_ok = false;
+        for (key, _, value) in &entries {
+            match *key {
+                "id" => {
+                    draft.id_pos = value.pos;
+                    if let Some(id) = self.id("task", value) {
+                        draft.id = id;
+                        id_ok = true;
+                    }
+                }
+                "operator" => draft.operator = self.string("operator", value),
+                "description" => draft.description = self.string("description", value),
+                "with" => {
+                    if value.as_map().is_some() || matches!(value.kind, NodeKind::Scalar(Scalar::Null)) {
+                        draft.with = Some(value);
+                    } else {
+                        self.error(
+                            value.pos,
+                            format!("\"with\" must be a mapping of the operator's settings, found {}", value.type_name()),
+                            None,
+                        );
+                    }
+                }
+                "depends_on" => draft.depends_on = self.string_list("depends_on", value),
+                "trigger_rule" => {
+                    draft.trigger_rule = self.choice("trigger_rule", value, &TriggerRule::ALL).unwrap_or_default();
+                }
+                "alerts" => draft.alerts = Some(self.alerts(value)),
+                other => self.settings(other, value, &mut draft.settings),
+            }
+        }
+        if !entries.iter().any(|(k, _, _)| *k == "id") {
+            self.error(node.pos, "task is missing required key \"id\"", Some("add `id: <name>`, unique in the DAG"));
+        }
+        if !entries.iter().any(|(k, _, _)| *k == "operator") && node.get("operator").is_none() {
+            self.error(node.pos, "missing required key \"operator\"", Some("add `operator: shell` (or another registered operator)"));
+        }
+        self.task = None;
+        id_ok.then_some(draft)
+    }
+
+    fn tasks(
+        &mut self,
+        drafts: Vec<TaskDraft<'_>>,
+        defaults: TaskSettings,
+        params: &serde_json::Map<String, Value>,
+        registry: &Registry,
+        env: &minijinja::Environment<'_>,
+    ) -> Option<(Vec<Task>, TaskGraph)> {
+        let errors_before = self.error_count();
+        // Unique ids.
+        let mut first_seen: HashMap<&str, Pos> = HashMap::new();
+        for draft in &drafts {
+            if let Some(first) = first_seen.get(draft.id.as_str()) {
+                self.task = Some(draft.id.clone());
+                self.error(
+                    draft.id_pos,
+                    format!("duplicate task id \"{}\" (first defined at line {})", draft.id, first.line),
+                    Some("task ids must be unique in a DAG: rename one"),
+                );
+            } else {
+                first_seen.insert(&draft.id, draft.id_pos);
+            }
+        }
+        let all_tasks: BTreeSet<String> = drafts.iter().map(|d| d.id.clone()).collect();
+
+        // Dependencies name real tasks, and not the task itself.
+        for draft in &drafts {
+            self.task = Some(draft.id.clone());
+            let mut seen = BTreeSet::new();
+            for (dep, pos) in &draft.depends_on {
+                if dep == &draft.id {
+                    self.error(*pos, "task depends on itself", Some("remove it from its own depends_on"));
+                } else if !all_tasks.contains(dep) {
+                    self.error(
+                        *pos,
+                        format!(
+                            "depends_on names unknown task \"{dep}\"{}",
+                            suggestion(dep, all_tasks.iter().map(String::as_str))
+                        ),
+                        None,
+                    );
+                } else if !seen.insert(dep) {
+                    self.warning(*pos, format!("\"{dep}\" is listed twice in depends_on"), None);
+                }
+            }
+        }
+        let deps: Vec<(String, Vec<String>)> = drafts
+            .iter()
+            .map(|d| (d.id.clone(), d.depends_on.iter().filter(|(dep, _)| dep != &d.id).map(|(dep, _)| dep.clone()).collect()))
+            .collect();
+        let graph = TaskGraph::new(deps.iter().map(|(id, d)| (id.as_str(), d.as_slice())));
+        let cycles = graph.cycles();
+        for cycle in &cycles {
+            let first = cycle.first().cloned().unwrap_or_default();
+            let next = cycle.get(1).cloned().unwrap_or_default();
+            // Point at the dependency that closes the loop: `next` depends on `first`.
+            let pos = drafts
+                .iter()
+                .find(|d| d.id == next)
+                .and_then(|d| d.depends_on.iter().find(|(dep, _)| *dep == first).map(|(_, p)| *p))
+                .unwrap_or_default();
+            self.task = Some(next.clone());
+            self.error(
+                pos,
+                format!("dependency cycle: {}", cycle.join(" -> ")),
+                Some("a DAG cannot loop: remove one of these dependencies"),
+            );
+        }
+
+        // Operators and their settings, with templates checked against what each task can see.
+        let declared_params: BTreeSet<String> = params.keys().cloned().collect();
+        let mut tasks = Vec::with_capacity(drafts.len());
+        for draft in &drafts {
+            self.task = Some(draft.id.clone());
+            let with_json = draft.with.map_or(Value::Object(Default::default()), |w| match w.kind {
+                NodeKind::Scalar(Scalar::Null) => Value::Object(Default::default()),
+                _ => w.to_json(),
+            });
+            if let Some(name) = &draft.operator {
+                match registry.get(name) {
+                    None => {
+                        let pos = draft.node.get("operator").map_or(draft.node.pos, |(_, v)| v.pos);
+                        self.error(
+                            pos,
+                            format!("unknown operator \"{name}\"{}", suggestion(name, registry.names())),
+                            Some(&format!("registered operators: {}", registry.names().collect::<Vec<_>>().join(", "))),
+                        );
+                    }
+                    Some(operator) => {
+                        if let Err(e) = operator.validate(&with_json) {
+                            self.operator_error(draft, name, e);
+                        }
+                    }
+                }
+            }
+            if let Some(with) = draft.with {
+                // With a cycle, "upstream" means nothing; the cycle is reported on its own.
+                let upstream = if cycles.is_empty() { graph.ancestors(&draft.id) } else { all_tasks.clone() };
+                let scope = template::Scope { params: &declared_params, all_tasks: &all_tasks, upstream: &upstream };
+                self.templates(with, env, &scope);
+            }
+            let settings = draft.settings.or(defaults);
+            let retry = RetryPolicy {
+                retries: settings.retries.unwrap_or(RetryPolicy::DEFAULT.retries),
+                delay: settings.retry_delay.unwrap_or(RetryPolicy::DEFAULT.delay),
+                backoff: settings.retry_backoff.unwrap_or(RetryPolicy::DEFAULT.backoff),
+                max_delay: settings.max_retry_delay.unwrap_or(RetryPolicy::DEFAULT.max_delay),
+            };
+            tasks.push(Task {
+                id: draft.id.clone(),
+                operator: draft.operator.clone().unwrap_or_default(),
+                description: draft.description.clone(),
+                with: with_json,
+                depends_on: draft.depends_on.iter().map(|(d, _)| d.clone()).collect(),
+                trigger_rule: draft.trigger_rule,
+                retry,
+                timeout: settings.timeout,
+                alerts: draft.alerts.clone(),
+            });
+        }
+        self.task = None;
+        if self.error_count() > errors_before {
+            return None;
+        }
+        let order = graph.topological_order()?;
+        let mut by_id: BTreeMap<String, Task> = tasks.into_iter().map(|t| (t.id.clone(), t)).collect();
+        let ordered = order.iter().filter_map(|id| by_id.remove(id)).collect();
+        Some((ordered, graph))
+    }
+
+    fn error_count(&self) -> usize {
+        self.diags.iter().filter(|d| d.severity == crate::diagnostic::Severity::Error).count()
+    }
+
+    /// Turns serde's wording into ours and points at the exact key or value under `with:`.
+    fn operator_error(&mut self, draft: &TaskDraft<'_>, operator: &str, error: crate::operator::ConfigError) {
+        let with_node = draft.with;
+        let unknown = error.message.starts_with("unknown field `");
+        let target = with_node.map_or(draft.node, |w| if unknown { locate_key(w, &error.path) } else { w.locate(&error.path) });
+        let path = if error.path.is_empty() { "with".to_string() } else { format!("with.{}", error.path) };
+        let message = &error.message;
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+            let fields: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            let parent = path.rsplit_once('.').map_or("with", |(p, _)| p);
+            self.error(
+                target.pos,
+                format!("operator \"{operator}\": unknown key \"{field}\" in {parent}{}", suggestion(field, fields.iter().copied())),
+                (!fields.is_empty()).then(|| format!("valid keys: {}", fields.join(", "))).as_deref(),
+            );
+        } else if let Some(rest) = message.strip_prefix("missing field `") {
+            let field = rest.trim_end_matches('`');
+            self.error(
+                target.pos,
+                format!("operator \"{operator}\": missing required key \"{field}\" in {path}"),
+                Some(&format!("see docs/operators/{operator}.md for its settings")),
+            );
+        } else {
+            self.error(
+                target.pos,
+                format!("operator \"{operator}\": {path}: {message}"),
+                Some(&format!("see docs/operators/{operator}.md for its settings")),
+            );
+        }
+    }
+
+    fn templates(&mut self, node: &Node, env: &minijinja::Environment<'_>, scope: &template::Scope<'_>) {
+        match &node.kind {
+            NodeKind::Scalar(Scalar::Str(text)) if template::is_template(text) => {
+                for problem in template::check(env, text, scope) {
+                    self.error(node.pos, problem.message, problem.hint.as_deref());
+                }
+            }
+            NodeKind::Seq(items) => items.iter().for_each(|i| self.templates(i, env, scope)),
+            NodeKind::Map(entries) => entries.iter().for_each(|(_, v)| self.templates(v, env, scope)),
+            NodeKind::Scalar(_) => {}
+        }
+    }
+}
+
+/// The key node for a path ending in a key that exists (so "unknown key" points at the key),
+/// else the deepest node on the path.
+fn locate_key<'n>(root: &'n Node, path: &str) -> &'n Node {
+    let (parent, last) = match path.rsplit_once('.') {
+        Some((p, l)) => (p, l),
+        None => ("", path),
+    };
+    if !last.contains('[') {
+        if let Some((key, _)) = root.locate(parent).get(last) {
+            return key;
+        }
+    }
+    root.locate(path)
+}
+
+fn suggest_id(text: &str) -> String {
+    let mut id: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else if c == '-' { '-' } else { '_' })
+        .collect();
+    if id.is_empty() {
+        id.push_str("my_dag");
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests;

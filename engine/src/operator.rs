@@ -1,0 +1,351 @@
+//! The operator plugin boundary: one trait every operator implements, and the registry compile and
+//! the executor look operators up in.
+//!
+//! An operator owns its settings (the task's `with:`) through a `Config` type that serde validates
+//! at compile time, so a typo in a field is reported with its file and line before anything runs.
+//! At run time it receives the rendered settings and a [`TaskContext`]: the run's facts, a log sink,
+//! a cancellation token, and the external-job hook that lets a retry or a restarted server reattach
+//! to a job (an EMR step, a Redshift statement, a SageMaker training job) instead of submitting it
+//! twice. It answers with an [`Outcome`] (success or skipped, with a JSON object of outputs) or a
+//! [`TaskError`] marked retryable or final.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// The JSON object of outputs a task returns; downstream templates read it as
+/// `tasks.<id>.outputs.<key>`.
+pub type Outputs = serde_json::Map<String, Value>;
+
+/// How an attempt ended, when it did not fail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The work was done.
+    Success {
+        /// What the task produced.
+        outputs: Outputs,
+    },
+    /// There was nothing to do (e.g. no new data); downstream tasks skip under the default trigger
+    /// rule.
+    Skipped {
+        /// Why, for the log and `flowctl status`.
+        reason: String,
+        /// What the task produced anyway.
+        outputs: Outputs,
+    },
+}
+
+impl Outcome {
+    /// Success with no outputs.
+    pub fn success() -> Self {
+        Outcome::Success { outputs: Outputs::new() }
+    }
+
+    /// The outputs, whichever way the attempt ended.
+    pub fn outputs(&self) -> &Outputs {
+        match self {
+            Outcome::Success { outputs } | Outcome::Skipped { outputs, .. } => outputs,
+        }
+    }
+}
+
+/// Whether trying again could help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Throttling, a 5xx, a lost connection, a non-zero exit: the retry policy applies.
+    Retryable,
+    /// Bad SQL, access denied, a missing file: retrying only spends time, so the task fails now.
+    Final,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct TaskError {
+    /// Retryable or final.
+    pub kind: ErrorKind,
+    /// What went wrong and what to do about it. The engine adds the task's name; operators don't.
+    pub message: String,
+}
+
+impl TaskError {
+    /// An error the retry policy may retry.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        TaskError { kind: ErrorKind::Retryable, message: message.into() }
+    }
+
+    /// An error no retry can fix.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        TaskError { kind: ErrorKind::Final, message: message.into() }
+    }
+
+    /// The attempt was cancelled (timeout, Ctrl-C, `flowctl cancel`).
+    pub fn cancelled() -> Self {
+        TaskError::fatal("cancelled")
+    }
+}
+
+/// A job started outside flowctl that an attempt waits on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalJob {
+    /// What kind of job, e.g. `emr_step`, `redshift_statement`, `sagemaker_training_job`.
+    pub kind: String,
+    /// The service's id for it.
+    pub id: String,
+    /// Anything else needed to find it again (cluster id, region...).
+    #[serde(default)]
+    pub detail: BTreeMap<String, String>,
+}
+
+/// Durable storage for a task instance's external job: the engine implements it over its store.
+#[async_trait]
+pub trait ExternalJobStore: Send + Sync {
+    /// Records the job durably. Operators call this after submitting and *before* waiting, so a
+    /// crash while waiting leaves the id behind for the next attempt to reattach to.
+    async fn record(&self, job: ExternalJob) -> Result<(), TaskError>;
+    /// Forgets the job once it has reached an end, so a later retry submits a fresh one.
+    async fn clear(&self) -> Result<(), TaskError>;
+}
+
+/// Where an attempt's log lines go: the engine writes them to the attempt log file, masking
+/// secrets on the way.
+pub trait LogSink: Send + Sync {
+    /// Writes one line (without its newline).
+    fn line(&self, text: &str);
+}
+
+/// A log sink that keeps lines in memory, for tests and for callers that want the text.
+#[derive(Debug, Default)]
+pub struct MemoryLog(std::sync::Mutex<Vec<String>>);
+
+impl MemoryLog {
+    /// The lines written so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl LogSink for MemoryLog {
+    fn line(&self, text: &str) {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push(text.to_string());
+        }
+    }
+}
+
+/// Everything an attempt knows about where it runs.
+#[derive(Clone)]
+pub struct TaskContext {
+    /// The DAG's id.
+    pub dag_id: String,
+    /// The run's id.
+    pub run_id: String,
+    /// The task's id.
+    pub task_id: String,
+    /// 1 for the first attempt.
+    pub try_number: u32,
+    /// The last try the retry policy allows.
+    pub max_tries: u32,
+    /// The run's logical date (the start of its data interval).
+    pub logical_date: DateTime<Utc>,
+    /// The attempt's log.
+    pub log: Arc<dyn LogSink>,
+    /// Cancelled on timeout, Ctrl-C, `flowctl cancel` or shutdown; operators stop their work and
+    /// cancel external jobs when it fires.
+    pub cancel: CancellationToken,
+    /// The job an earlier attempt recorded and did not finish, to reattach to.
+    pub external_job: Option<ExternalJob>,
+    /// Where to record a new external job.
+    pub external_jobs: Arc<dyn ExternalJobStore>,
+    /// Values that must never be written anywhere (they are replaced by `***`).
+    pub secrets: Arc<Vec<String>>,
+}
+
+impl fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("dag_id", &self.dag_id)
+            .field("run_id", &self.run_id)
+            .field("task_id", &self.task_id)
+            .field("try_number", &self.try_number)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An invalid `with:` setting, found at compile time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where under `with:` the problem is, e.g. `steps[1].args`; empty for `with:` itself.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about the field at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { path: path.into(), message: message.into() }
+    }
+}
+
+/// An operator: implement this, then register it with [`Registry::register`].
+#[async_trait]
+pub trait Operator: Send + Sync + 'static {
+    /// The name DAG files use in `operator:`, e.g. `shell` or `s3.upload`.
+    const NAME: &'static str;
+    /// The operator's settings, deserialized from the task's `with:`. Use
+    /// `#[serde(deny_unknown_fields)]` so typos are compile errors.
+    type Config: DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static;
+
+    /// Checks that types alone cannot express (one of two fields, a value range...).
+    fn check(_config: &Self::Config) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// Runs one attempt with the rendered settings.
+    async fn execute(&self, config: Self::Config, ctx: TaskContext) -> Result<Outcome, TaskError>;
+}
+
+/// The object-safe face of [`Operator`] that the registry stores.
+#[async_trait]
+pub trait DynOperator: Send + Sync {
+    /// The operator's name.
+    fn name(&self) -> &'static str;
+    /// Validates a task's `with:` at compile time.
+    fn validate(&self, with: &Value) -> Result<(), ConfigError>;
+    /// The JSON Schema of the operator's `with:`, with its definitions added to `generator`.
+    fn config_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema;
+    /// Runs one attempt with the rendered `with:`.
+    async fn execute(&self, with: Value, ctx: TaskContext) -> Result<Outcome, TaskError>;
+}
+
+fn parse_config<O: Operator>(with: &Value) -> Result<O::Config, ConfigError> {
+    let config: O::Config = serde_path_to_error::deserialize(with).map_err(|e| {
+        let path = e.path().to_string();
+        ConfigError { path: if path == "." { String::new() } else { path }, message: e.into_inner().to_string() }
+    })?;
+    O::check(&config)?;
+    Ok(config)
+}
+
+struct Adapter<O>(O);
+
+#[async_trait]
+impl<O: Operator> DynOperator for Adapter<O> {
+    fn name(&self) -> &'static str {
+        O::NAME
+    }
+
+    fn validate(&self, with: &Value) -> Result<(), ConfigError> {
+        parse_config::<O>(with).map(drop)
+    }
+
+    fn config_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<O::Config>()
+    }
+
+    async fn execute(&self, with: Value, ctx: TaskContext) -> Result<Outcome, TaskError> {
+        // Compile validated the unrendered settings; rendering can still produce a bad value.
+        let config = parse_config::<O>(&with).map_err(|e| {
+            let at = if e.path.is_empty() { String::new() } else { format!(" at {}", e.path) };
+            TaskError::fatal(format!("invalid settings after rendering templates{at}: {}", e.message))
+        })?;
+        self.0.execute(config, ctx).await
+    }
+}
+
+/// The operators this binary knows, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    operators: BTreeMap<&'static str, Arc<dyn DynOperator>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.operators.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Adds an operator under its name; a later registration of the same name replaces it.
+    pub fn register<O: Operator>(&mut self, operator: O) -> &mut Self {
+        self.operators.insert(O::NAME, Arc::new(Adapter(operator)));
+        self
+    }
+
+    /// The operator called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn DynOperator>> {
+        self.operators.get(name).cloned()
+    }
+
+    /// Every registered name, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.operators.keys().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct EchoConfig {
+        message: String,
+        #[serde(default)]
+        steps: Vec<Step>,
+    }
+
+    #[derive(Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Step {
+        name: String,
+    }
+
+    struct Echo;
+
+    #[async_trait]
+    impl Operator for Echo {
+        const NAME: &'static str = "echo";
+        type Config = EchoConfig;
+
+        async fn execute(&self, config: EchoConfig, _ctx: TaskContext) -> Result<Outcome, TaskError> {
+            let mut outputs = Outputs::new();
+            outputs.insert("message".into(), config.message.into());
+            Ok(Outcome::Success { outputs })
+        }
+    }
+
+    #[test]
+    fn validation_reports_the_path_of_the_bad_field() {
+        let mut registry = Registry::new();
+        registry.register(Echo);
+        let echo = registry.get("echo").unwrap();
+        assert!(echo.validate(&json!({"message": "hi"})).is_ok());
+        let err = echo.validate(&json!({"message": "hi", "steps": [{"name": "a"}, {"nmae": "b"}]})).unwrap_err();
+        assert_eq!(err.path, "steps[1].nmae");
+        assert!(err.message.starts_with("unknown field `nmae`"), "{}", err.message);
+        let err = echo.validate(&json!({})).unwrap_err();
+        assert_eq!(err.path, "");
+        assert_eq!(err.message, "missing field `message`");
+        let err = echo.validate(&json!({"message": 3})).unwrap_err();
+        assert_eq!(err.path, "message");
+    }
+}
