@@ -221,7 +221,16 @@ fn compile_file(file: &SourceFile, registry: &Registry, env: &minijinja::Environ
     let docs = match yaml::parse(source) {
         Ok(docs) => docs,
         Err(e) => {
-            cx.error(e.pos, format!("invalid YAML: {}", e.message), Some("check the indentation and quoting here"));
+            let hint = if e.message.starts_with("unknown alias") {
+                "define the anchor (`&name`) on a node above the alias (`*name`) that copies it"
+            } else if e.message.starts_with("a merge key") {
+                "write `<<: *name` where `&name` anchors a mapping, or `<<: [*a, *b]`"
+            } else if e.message.starts_with("mapping values are not allowed") {
+                "check the indentation: keys of one mapping start in the same column; quote values that hold \": \""
+            } else {
+                "check the indentation and quoting here"
+            };
+            cx.error(e.pos, format!("invalid YAML: {}", e.message), Some(hint));
             return (None, None, cx.diags);
         }
     };
@@ -237,7 +246,8 @@ fn compile_file(file: &SourceFile, registry: &Registry, env: &minijinja::Environ
     let root = match docs.roots.into_iter().next() {
         Some(root) if !matches!(root.kind, NodeKind::Scalar(Scalar::Null)) => root,
         _ => {
-            cx.error(Pos { line: 1, col: 1 }, "file is empty", Some("a DAG file needs at least `dag:` and `tasks:`"));
+            let message = if source.trim().is_empty() { "file is empty" } else { "file holds only comments, no DAG" };
+            cx.error(Pos { line: 1, col: 1 }, message, Some("a DAG file needs at least `dag:` and `tasks:`"));
             return (None, None, cx.diags);
         }
     };
@@ -245,7 +255,7 @@ fn compile_file(file: &SourceFile, registry: &Registry, env: &minijinja::Environ
         cx.error(
             root.pos,
             format!("a DAG file must be a mapping with `dag:` and `tasks:`, found {}", root.type_name()),
-            None,
+            Some("a file holds one DAG: write its keys at the top level, without a leading `- `"),
         );
         return (None, None, cx.diags);
     }
@@ -324,18 +334,22 @@ impl<'f> Checker<'f> {
             self.error(node.pos, format!("{what} must be a mapping, found {}", node.type_name()), None);
             return Vec::new();
         };
-        let mut seen: Vec<&str> = Vec::new();
+        let mut seen: Vec<(&str, Pos)> = Vec::new();
         let mut out = Vec::new();
         for (key, value) in map {
             let Some(name) = key.as_str() else {
                 self.error(key.pos, format!("keys of {what} must be strings, found {}", key.type_name()), None);
                 continue;
             };
-            if seen.contains(&name) {
-                self.error(key.pos, format!("duplicate key \"{name}\" in {what}"), Some("remove one of them"));
+            if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == name) {
+                self.error(
+                    key.pos,
+                    format!("duplicate key \"{name}\" in {what} (first set at line {})", first.line),
+                    Some("a key may appear once: remove one of them"),
+                );
                 continue;
             }
-            seen.push(name);
+            seen.push((name, key.pos));
             if !known.contains(&name) {
                 self.error(
                     key.pos,
@@ -363,7 +377,11 @@ impl<'f> Checker<'f> {
         match node.kind {
             NodeKind::Scalar(Scalar::Bool(b)) => Some(b),
             _ => {
-                self.error(node.pos, format!("\"{key}\" must be true or false, found {}", node.type_name()), None);
+                let yaml11 = node.as_str().is_some_and(|s| {
+                    ["yes", "no", "on", "off", "y", "n"].contains(&s.to_ascii_lowercase().as_str())
+                });
+                let hint = yaml11.then_some("write true or false: flowctl reads YAML 1.2, where yes/no/on/off are strings");
+                self.error(node.pos, format!("\"{key}\" must be true or false, found {}", node.type_name()), hint);
                 None
             }
         }
@@ -373,11 +391,15 @@ impl<'f> Checker<'f> {
         match node.kind {
             NodeKind::Scalar(Scalar::Int(i)) if i >= min && i <= i64::from(u32::MAX) => u32::try_from(i).ok(),
             NodeKind::Scalar(Scalar::Int(i)) => {
-                self.error(node.pos, format!("\"{key}\" must be at least {min}, found {i}"), None);
+                self.error(node.pos, format!("\"{key}\" must be at least {min}, found {i}"), Some(&format!("use {min} or more")));
                 None
             }
             _ => {
-                self.error(node.pos, format!("\"{key}\" must be a whole number, found {}", node.type_name()), None);
+                self.error(
+                    node.pos,
+                    format!("\"{key}\" must be a whole number, found {}", node.type_name()),
+                    Some(&format!("write a number without quotes, e.g. `{key}: {}`", min.max(2))),
+                );
                 None
             }
         }
@@ -386,11 +408,28 @@ impl<'f> Checker<'f> {
     fn duration(&mut self, key: &str, node: &Node) -> Option<Duration> {
         let hint = "write a duration such as 30s, 10m, 2h or 1h 30m";
         let Some(text) = node.as_str() else {
-            self.error(node.pos, format!("\"{key}\" must be a duration, found {}", node.type_name()), Some(hint));
+            if let NodeKind::Scalar(Scalar::Int(n)) = node.kind {
+                self.error(
+                    node.pos,
+                    format!("\"{key}\" must be a duration with a unit, found the bare number {n}"),
+                    Some(&format!("add a unit, e.g. \"{n}s\" or \"{n}m\"")),
+                );
+            } else {
+                self.error(node.pos, format!("\"{key}\" must be a duration, found {}", node.type_name()), Some(hint));
+            }
             return None;
         };
         match humantime::parse_duration(text) {
             Ok(d) => Some(d),
+            Err(humantime::DurationError::UnknownUnit { unit, .. }) if !unit.is_empty() => {
+                const UNITS: &[&str] = &[
+                    "ms", "s", "sec", "seconds", "second", "m", "min", "minutes", "minute", "h", "hours", "hour", "d",
+                    "days", "day", "w", "weeks", "week",
+                ];
+                let guess = suggestion(&unit, UNITS.iter().copied());
+                self.error(node.pos, format!("invalid duration \"{text}\" for \"{key}\": unknown unit \"{unit}\"{guess}"), Some(hint));
+                None
+            }
             Err(e) => {
                 self.error(node.pos, format!("invalid duration \"{text}\" for \"{key}\": {e}"), Some(hint));
                 None
@@ -459,7 +498,10 @@ impl<'f> Checker<'f> {
                 None
             }
             None => {
-                self.error(node.pos, format!("invalid date \"{text}\" for \"{key}\""), Some(hint));
+                let no_such_day = NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+                    .is_err_and(|e| e.kind() == chrono::format::ParseErrorKind::OutOfRange);
+                let why = if no_such_day { ": there is no such day" } else { "" };
+                self.error(node.pos, format!("invalid date \"{text}\" for \"{key}\"{why}"), Some(hint));
                 None
             }
         }
@@ -499,7 +541,7 @@ impl<'f> Checker<'f> {
         }
     }
 
-    fn alert_events(&mut self, node: &Node) -> Vec<AlertEvent> {
+    fn alert_events(&mut self, node: &Node, what: &str) -> Vec<AlertEvent> {
         let mut events = Vec::new();
         for (name, pos) in self.string_list("on", node) {
             match AlertEvent::ALL.iter().find(|(_, n)| *n == name) {
@@ -508,7 +550,7 @@ impl<'f> Checker<'f> {
                     let names = AlertEvent::ALL.iter().map(|(_, n)| *n);
                     self.error(
                         pos,
-                        format!("unknown alert event \"{name}\"{}", suggestion(&name, names.clone())),
+                        format!("unknown alert event \"{name}\" in {what}{}", suggestion(&name, names.clone())),
                         Some(&format!("use any of: {}", names.collect::<Vec<_>>().join(", "))),
                     );
                 }
@@ -517,9 +559,24 @@ impl<'f> Checker<'f> {
         events
     }
 
+    /// Reports a list that the mapping `node` (whose key is at `key_pos`) must hold and not leave
+    /// empty. Wrong types were reported when the entries were read.
+    fn require_list(&mut self, node: &Node, key_pos: Pos, key: &str, what: &str, hint: &str) {
+        if node.as_map().is_none() {
+            return;
+        }
+        match node.get(key) {
+            None => self.error(key_pos, format!("missing required key \"{key}\" in {what}"), Some(hint)),
+            Some((_, v)) if v.as_seq().is_some_and(<[Node]>::is_empty) => {
+                self.error(v.pos, format!("\"{key}\" in {what} is empty"), Some(hint));
+            }
+            Some(_) => {}
+        }
+    }
+
     fn alerts(&mut self, node: &Node) -> Alerts {
         let mut alerts = Alerts::default();
-        for (key, _, value) in self.entries(node, ALERTS_KEYS, "`alerts:`") {
+        for (key, key_pos, value) in self.entries(node, ALERTS_KEYS, "`alerts:`") {
             match key {
                 "email" => {
                     let mut email = EmailAlert { to: Vec::new(), on: vec![AlertEvent::Failure] };
@@ -535,17 +592,19 @@ impl<'f> Checker<'f> {
                                     if !address.contains('@') {
                                         self.error(
                                             pos,
-                                            format!("\"{address}\" is not an email address"),
+                                            format!("\"{address}\" in alerts.email.to is not an email address"),
                                             Some("write addresses as name@example.com"),
                                         );
                                     }
                                     email.to.push(address);
                                 }
                             }
-                            "on" => email.on = self.alert_events(v),
+                            "on" => email.on = self.alert_events(v, "alerts.email.on"),
                             _ => {}
                         }
                     }
+                    let hint = "list who gets the mail, e.g. `to: [data-team@example.com]`";
+                    self.require_list(value, key_pos, "to", "`alerts.email:`", hint);
                     alerts.email = Some(email);
                 }
                 "webhook" => {
@@ -555,23 +614,25 @@ impl<'f> Checker<'f> {
                             "urls" => {
                                 for (url, pos) in self.string_list("urls", v) {
                                     if !(url.starts_with("http://") || url.starts_with("https://")) {
-                                        self.error(pos, format!("webhook URL \"{url}\" must start with http:// or https://"), None);
+                                        self.error(
+                                            pos,
+                                            format!("webhook URL \"{url}\" must start with http:// or https://"),
+                                            Some(&format!("write the whole URL, e.g. \"https://{url}\"")),
+                                        );
                                     }
                                     hook.urls.push(url);
                                 }
                             }
                             "format" => {
-                                hook.format = self
-                                    .choice("format", v, &[(WebhookFormat::Json, "json"), (WebhookFormat::Slack, "slack")])
-                                    .unwrap_or_default();
+                                let formats = [(WebhookFormat::Json, "json"), (WebhookFormat::Slack, "slack")];
+                                hook.format = self.choice("alerts.webhook.format", v, &formats).unwrap_or_default();
                             }
-                            "on" => hook.on = self.alert_events(v),
+                            "on" => hook.on = self.alert_events(v, "alerts.webhook.on"),
                             _ => {}
                         }
                     }
-                    if hook.urls.is_empty() && value.as_map().is_some() {
-                        self.error(value.pos, "`alerts.webhook:` needs `urls:`", Some("e.g. `urls: [https://hooks.example.com/...]`"));
-                    }
+                    let hint = "list where to post, e.g. `urls: [https://hooks.example.com/...]`";
+                    self.require_list(value, key_pos, "urls", "`alerts.webhook:`", hint);
                     alerts.webhook = Some(hook);
                 }
                 _ => {}
@@ -635,11 +696,12 @@ impl<'f> Checker<'f> {
         }
         if let (Some(start), Some(end)) = (start_date, end_date) {
             if start > end {
+                let as_written = |key: &str| find(key).and_then(|(_, v)| v.scalar_text()).unwrap_or_default();
                 let pos = find("end_date").map_or(root.pos, |(_, v)| v.pos);
                 self.error(
                     pos,
-                    format!("end_date {} is before start_date {}", end.to_rfc3339(), start.to_rfc3339()),
-                    Some("end_date must come after start_date"),
+                    format!("end_date {} is before start_date {}", as_written("end_date"), as_written("start_date")),
+                    Some("end_date must come after start_date: swap them or fix the typo"),
                 );
             }
         }
@@ -686,6 +748,7 @@ impl<'f> Checker<'f> {
         }
         let alerts = find("alerts").map(|(_, v)| self.alerts(v));
 
+        const EMPTY_TASKS_HINT: &str = "add at least one task, e.g. `- id: extract` with `operator: shell`";
         let drafts = match find("tasks") {
             None => {
                 self.error(root.pos, "missing required key \"tasks\"", Some("add `tasks:` with at least one task"));
@@ -693,12 +756,12 @@ impl<'f> Checker<'f> {
             }
             Some((pos, v)) => match v.as_seq() {
                 Some([]) => {
-                    self.error(pos, "\"tasks\" is empty: a DAG needs at least one task", None);
+                    self.error(pos, "\"tasks\" is empty: a DAG needs at least one task", Some(EMPTY_TASKS_HINT));
                     Vec::new()
                 }
                 Some(items) => items.iter().filter_map(|item| self.task(item)).collect(),
                 None if matches!(v.kind, NodeKind::Scalar(Scalar::Null)) => {
-                    self.error(pos, "\"tasks\" is empty: a DAG needs at least one task", None);
+                    self.error(pos, "\"tasks\" is empty: a DAG needs at least one task", Some(EMPTY_TASKS_HINT));
                     Vec::new()
                 }
                 None => {
@@ -737,7 +800,11 @@ impl<'f> Checker<'f> {
     fn task<'n>(&mut self, node: &'n Node) -> Option<TaskDraft<'n>> {
         self.task = None;
         if node.as_map().is_none() {
-            self.error(node.pos, format!("a task must be a mapping with `id:` and `operator:`, found {}", node.type_name()), None);
+            self.error(
+                node.pos,
+                format!("a task must be a mapping with `id:` and `operator:`, found {}", node.type_name()),
+                Some("write each task as `- id: <name>` with `operator: <name>` on the next line, indented alike"),
+            );
             return None;
         }
         // Name the task in every diagnostic, so read the id before anything else.
@@ -836,7 +903,7 @@ impl<'f> Checker<'f> {
                             "depends_on names unknown task \"{dep}\"{}",
                             suggestion(dep, all_tasks.iter().map(String::as_str))
                         ),
-                        None,
+                        Some(&format!("tasks in this DAG: {}", all_tasks.iter().cloned().collect::<Vec<_>>().join(", "))),
                     );
                 } else if !seen.insert(dep) {
                     self.warning(*pos, format!("\"{dep}\" is listed twice in depends_on"), None);
@@ -885,6 +952,8 @@ impl<'f> Checker<'f> {
                             Some(&format!("registered operators: {}", registry.names().collect::<Vec<_>>().join(", "))),
                         );
                     }
+                    // A `with:` that is not a mapping was reported already; its settings are unknown.
+                    Some(_) if draft.with.is_none() && draft.node.get("with").is_some() => {}
                     Some(operator) => {
                         if let Err(e) = operator.validate(&with_json) {
                             self.operator_error(draft, name, e);
@@ -942,16 +1011,27 @@ impl<'f> Checker<'f> {
             let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
             let fields: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
             let parent = path.rsplit_once('.').map_or("with", |(p, _)| p);
+            let hint = if fields.is_empty() {
+                format!("operator \"{operator}\" takes no settings here: remove this key")
+            } else {
+                format!("valid keys: {}", fields.join(", "))
+            };
             self.error(
                 target.pos,
                 format!("operator \"{operator}\": unknown key \"{field}\" in {parent}{}", suggestion(field, fields.iter().copied())),
-                (!fields.is_empty()).then(|| format!("valid keys: {}", fields.join(", "))).as_deref(),
+                Some(&hint),
             );
         } else if let Some(rest) = message.strip_prefix("missing field `") {
             let field = rest.trim_end_matches('`');
             self.error(
                 target.pos,
                 format!("operator \"{operator}\": missing required key \"{field}\" in {path}"),
+                Some(&format!("see docs/operators/{operator}.md for its settings")),
+            );
+        } else if let Some((_, expected)) = message.strip_prefix("invalid type: ").and_then(|m| m.rsplit_once(", expected ")) {
+            self.error(
+                target.pos,
+                format!("operator \"{operator}\": {path} must be {}, found {}", user_type(expected), target.type_name()),
                 Some(&format!("see docs/operators/{operator}.md for its settings")),
             );
         } else {
@@ -974,6 +1054,20 @@ impl<'f> Checker<'f> {
             NodeKind::Map(entries) => entries.iter().for_each(|(_, v)| self.templates(v, env, scope)),
             NodeKind::Scalar(_) => {}
         }
+    }
+}
+
+/// serde's name for an expected type, in the words the rest of compile's messages use.
+fn user_type(expected: &str) -> &str {
+    match expected {
+        "a sequence" => "a list",
+        "a map" => "a mapping",
+        "a borrowed string" => "a string",
+        "a boolean" => "true or false",
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "isize" | "usize" => "a whole number",
+        "f32" | "f64" => "a number",
+        other if other.starts_with("struct ") => "a mapping",
+        other => other,
     }
 }
 

@@ -107,7 +107,10 @@ pub fn check(env: &Environment<'_>, text: &str, scope: &Scope<'_>) -> Vec<Templa
                             "template reads the outputs of unknown task \"{task}\"{}",
                             crate::diagnostic::suggestion(task, scope.all_tasks.iter().map(String::as_str))
                         ),
-                        hint: None,
+                        hint: Some(format!(
+                            "tasks in this DAG: {}",
+                            scope.all_tasks.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+                        )),
                     });
                 } else if !scope.upstream.contains(task) {
                     problems.push(TemplateProblem {

@@ -206,7 +206,23 @@ pub fn parse(source: &str) -> Result<Documents, YamlError> {
     let mut builder = TreeBuilder::default();
     let mut parser = Parser::new_from_str(source);
     if let Err(e) = parser.load(&mut builder, true) {
-        return Err(YamlError { pos: Pos::from_marker(e.marker()), message: e.info().to_string() });
+        let pos = Pos::from_marker(e.marker());
+        let message = match e.info() {
+            "while parsing node, found unknown anchor" => {
+                // Name the alias: yaml-rust2 only says an anchor is unknown.
+                let name: String = source
+                    .lines()
+                    .nth(pos.line.saturating_sub(1))
+                    .unwrap_or_default()
+                    .chars()
+                    .skip(pos.col.saturating_sub(1))
+                    .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | '[' | ']' | '{' | '}'))
+                    .collect();
+                format!("unknown alias {name}: no anchor &{} is defined before it", name.trim_start_matches('*'))
+            }
+            info => info.to_string(),
+        };
+        return Err(YamlError { pos, message });
     }
     if let Some(error) = builder.error {
         return Err(error);
@@ -242,6 +258,11 @@ impl TreeBuilder {
     }
 
     fn finish_map(&mut self, pos: Pos, entries: Vec<(Node, Node)>) -> Node {
+        // yaml-rust2 marks a block mapping at the `:` after its first key; the mapping starts at
+        // that key (a flow mapping's `{` comes first and is kept).
+        let pos = entries.first().map_or(pos, |(key, _)| {
+            if (key.pos.line, key.pos.col) < (pos.line, pos.col) { key.pos } else { pos }
+        });
         let mut merged: Vec<(Node, Node)> = Vec::with_capacity(entries.len());
         let mut inherited: Vec<(Node, Node)> = Vec::new();
         for (key, value) in entries {
@@ -252,6 +273,8 @@ impl TreeBuilder {
             }
             // `<<: *a` or `<<: [*a, *b]`: earlier sources win over later ones, and the mapping's own
             // keys win over all of them (YAML merge key specification).
+            // Aliases keep their anchor's position, so a bad source is reported at this `<<`.
+            let merge_pos = key.pos;
             let sources: Vec<Node> = match value.kind {
                 NodeKind::Seq(items) => items,
                 _ => vec![value],
@@ -268,7 +291,7 @@ impl TreeBuilder {
                     _ => {
                         if self.error.is_none() {
                             self.error = Some(YamlError {
-                                pos: source.pos,
+                                pos: merge_pos,
                                 message: format!(
                                     "a merge key (<<) needs a mapping or a list of mappings, found {}",
                                     source.type_name()
@@ -439,6 +462,21 @@ mod tests {
         assert_eq!(json["task"]["retries"], 5);
         assert_eq!(json["task"]["timeout"], "1m");
         assert_eq!(json["list"][0]["retries"], 2);
+    }
+
+    #[test]
+    fn block_mappings_start_at_their_first_key() {
+        let node = root("a: 1\nb:\n  c: 2\nd: {e: 3}\n");
+        assert_eq!(node.pos, Pos { line: 1, col: 1 });
+        assert_eq!(node.get("b").unwrap().1.pos, Pos { line: 3, col: 3 });
+        assert_eq!(node.get("d").unwrap().1.pos, Pos { line: 4, col: 4 });
+    }
+
+    #[test]
+    fn unknown_aliases_are_named() {
+        let err = parse("a: &x 1\nb: [*y, 2]\n").unwrap_err();
+        assert_eq!(err.pos, Pos { line: 2, col: 5 });
+        assert_eq!(err.message, "unknown alias *y: no anchor &y is defined before it");
     }
 
     #[test]
