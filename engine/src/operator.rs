@@ -168,6 +168,9 @@ pub struct TaskContext {
     pub external_jobs: Arc<dyn ExternalJobStore>,
     /// Values that must never be written anywhere (they are replaced by `***`).
     pub secrets: Arc<Vec<String>>,
+    /// A scratch folder for this run (`work/<dag>/<run>/`); operators name their files after the
+    /// task and try so attempts never collide.
+    pub work_dir: std::path::PathBuf,
 }
 
 impl fmt::Debug for TaskContext {

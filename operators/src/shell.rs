@@ -1,10 +1,29 @@
 //! `shell`: runs a command line through `sh -c`, or a program with its arguments and no shell.
+//!
+//! The command runs in a process group of its own, so a timeout or cancel (SIGTERM, then SIGKILL
+//! after the grace period) reaches every process it started. stdout and stderr stream into the
+//! attempt log line by line. Outputs come from the `FLOWCTL_OUTPUT` file, where the command
+//! appends `key=value` lines as in GitHub Actions, plus `exit_code`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use flowctl_engine::operator::{ConfigError, Operator, Outcome, TaskContext, TaskError};
+use flowctl_engine::operator::{ConfigError, LogSink, Operator, Outcome, Outputs, TaskContext, TaskError};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use serde::Deserialize;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// How long a command gets between SIGTERM and SIGKILL when none is set.
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// How many stderr lines a failure's error carries.
+const STDERR_TAIL_LINES: usize = 20;
 
 /// The settings of a `shell` task.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -56,7 +75,221 @@ impl Operator for Shell {
         Ok(())
     }
 
-    async fn execute(&self, _config: ShellConfig, _ctx: TaskContext) -> Result<Outcome, TaskError> {
-        Err(TaskError::fatal("the shell operator runs through the executor"))
+    async fn execute(&self, config: ShellConfig, ctx: TaskContext) -> Result<Outcome, TaskError> {
+        run(config, ctx).await
+    }
+}
+
+/// The exit code's meaning, after the process has ended.
+enum Ended {
+    Code(i32),
+    Signal(i32),
+}
+
+async fn run(config: ShellConfig, ctx: TaskContext) -> Result<Outcome, TaskError> {
+    let grace = config
+        .grace_period
+        .as_deref()
+        .map(humantime::parse_duration)
+        .transpose()
+        .map_err(|e| TaskError::fatal(format!("invalid grace_period: {e}")))?
+        .unwrap_or(DEFAULT_GRACE);
+    let output_file = ctx.work_dir.join(format!("{}.{}.output", ctx.task_id, ctx.try_number));
+    std::fs::write(&output_file, b"")
+        .map_err(|e| TaskError::retryable(format!("cannot create {}: {e}", output_file.display())))?;
+
+    let mut command = match (&config.command, &config.argv) {
+        (Some(line), _) => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(line);
+            c
+        }
+        (None, Some(argv)) => {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+        (None, None) => return Err(TaskError::fatal("give `command` or `argv`")),
+    };
+    command
+        .envs(&config.env)
+        .env("FLOWCTL_OUTPUT", &output_file)
+        .env("FLOWCTL_DAG_ID", &ctx.dag_id)
+        .env("FLOWCTL_RUN_ID", &ctx.run_id)
+        .env("FLOWCTL_TASK_ID", &ctx.task_id)
+        .env("FLOWCTL_TRY_NUMBER", ctx.try_number.to_string())
+        .env("FLOWCTL_LOGICAL_DATE", ctx.logical_date.to_rfc3339())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout or cancel reaches every process the command
+        // started, not just the shell.
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cwd) = &config.cwd {
+        command.current_dir(cwd);
+    }
+    let mut child = command.spawn().map_err(|e| {
+        let program = config.argv.as_ref().map_or("sh", |a| a[0].as_str());
+        let kind = if e.kind() == std::io::ErrorKind::NotFound { "not found" } else { "cannot be started" };
+        let hint = match &config.cwd {
+            Some(cwd) if !std::path::Path::new(cwd).is_dir() => format!(" (cwd {cwd} is not a folder)"),
+            _ => String::new(),
+        };
+        TaskError::fatal(format!("program \"{program}\" {kind}: {e}{hint}"))
+    })?;
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+
+    let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
+    let out_reader = child.stdout.take().map(|out| tokio::spawn(stream_lines(out, ctx.log.clone(), None)));
+    let err_reader =
+        child.stderr.take().map(|err| tokio::spawn(stream_lines(err, ctx.log.clone(), Some(stderr_tail.clone()))));
+
+    let status = tokio::select! {
+        status = child.wait() => status,
+        _ = ctx.cancel.cancelled() => {
+            stop_group(pgid, &mut child, grace, ctx.log.as_ref()).await;
+            for reader in [out_reader, err_reader].into_iter().flatten() {
+                reader.abort();
+            }
+            return Err(TaskError::cancelled());
+        }
+    }
+    .map_err(|e| TaskError::retryable(format!("cannot wait for the command: {e}")))?;
+    // The command is done: whatever it left running in its group goes too, so no child outlives
+    // its task (and the output pipes close).
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    for reader in [out_reader, err_reader].into_iter().flatten() {
+        let _ = reader.await;
+    }
+
+    let ended = match (status.code(), status.signal()) {
+        (Some(code), _) => Ended::Code(code),
+        (None, Some(signal)) => Ended::Signal(signal),
+        (None, None) => Ended::Code(-1),
+    };
+    let mut outputs = read_outputs(&output_file).map_err(TaskError::fatal)?;
+    let _ = std::fs::remove_file(&output_file);
+    match ended {
+        Ended::Code(0) => {
+            outputs.insert("exit_code".into(), 0.into());
+            Ok(Outcome::Success { outputs })
+        }
+        Ended::Code(code) if Some(code) == config.skip_on_exit_code => {
+            outputs.insert("exit_code".into(), code.into());
+            Ok(Outcome::Skipped { reason: format!("command exited with code {code} (skip_on_exit_code)"), outputs })
+        }
+        ended => {
+            let what = match ended {
+                Ended::Code(code) => format!("command exited with code {code}"),
+                Ended::Signal(signal) => format!("command was killed by signal {signal}"),
+            };
+            let tail: Vec<String> = stderr_tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
+            let message = if tail.is_empty() {
+                what
+            } else {
+                format!("{what}; last lines of stderr:\n{}", tail.join("\n"))
+            };
+            Err(TaskError::retryable(message))
+        }
+    }
+}
+
+/// SIGTERM to the whole group, then SIGKILL after the grace period.
+async fn stop_group(pgid: Option<Pid>, child: &mut tokio::process::Child, grace: Duration, log: &dyn LogSink) {
+    let Some(pgid) = pgid else {
+        let _ = child.kill().await;
+        return;
+    };
+    let _ = killpg(pgid, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        log.line(&format!("still running {} after SIGTERM: sending SIGKILL", humantime::format_duration(grace)));
+    }
+    // Kill the rest of the group even when the leader obeyed: its children may not have.
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let _ = child.wait().await;
+}
+
+async fn stream_lines(
+    stream: impl tokio::io::AsyncRead + Unpin,
+    log: Arc<dyn LogSink>,
+    tail: Option<Arc<Mutex<VecDeque<String>>>>,
+) {
+    let mut lines = BufReader::new(stream).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                log.line(&line);
+                if let Some(tail) = &tail {
+                    if let Ok(mut t) = tail.lock() {
+                        if t.len() == STDERR_TAIL_LINES {
+                            t.pop_front();
+                        }
+                        t.push_back(line);
+                    }
+                }
+            }
+            Ok(None) => break,
+            // Not UTF-8: keep streaming what can be read rather than lose the rest.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => continue,
+            Err(_) => break,
+        }
+    }
+}
+
+/// Reads `key=value` lines, and GitHub's `key<<DELIMITER` ... `DELIMITER` blocks for values that
+/// span lines.
+fn read_outputs(path: &std::path::Path) -> Result<Outputs, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut outputs = Outputs::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((number, line)) = lines.next() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some((key, delimiter)) = line.split_once("<<").filter(|(k, _)| !k.contains('=')) {
+            let mut value = Vec::new();
+            let mut closed = false;
+            for (_, l) in lines.by_ref() {
+                if l == delimiter {
+                    closed = true;
+                    break;
+                }
+                value.push(l);
+            }
+            if !closed {
+                return Err(format!("FLOWCTL_OUTPUT line {}: \"{key}<<{delimiter}\" is never closed by a line \"{delimiter}\"", number + 1));
+            }
+            outputs.insert(key.trim().to_string(), Value::String(value.join("\n")));
+        } else if let Some((key, value)) = line.split_once('=') {
+            outputs.insert(key.trim().to_string(), Value::String(value.to_string()));
+        } else {
+            return Err(format!(
+                "FLOWCTL_OUTPUT line {}: expected key=value, found \"{}\"",
+                number + 1,
+                line.chars().take(80).collect::<String>()
+            ));
+        }
+    }
+    Ok(outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_follow_the_github_actions_convention() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        std::fs::write(&path, "path=/tmp/a=b\nrows=3\nnotes<<EOF\nline 1\nline 2\nEOF\n").unwrap();
+        let out = read_outputs(&path).unwrap();
+        assert_eq!(out["path"], "/tmp/a=b");
+        assert_eq!(out["rows"], "3");
+        assert_eq!(out["notes"], "line 1\nline 2");
+        std::fs::write(&path, "oops\n").unwrap();
+        assert_eq!(read_outputs(&path).unwrap_err(), "FLOWCTL_OUTPUT line 1: expected key=value, found \"oops\"");
     }
 }

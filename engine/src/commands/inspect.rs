@@ -40,7 +40,7 @@ fn sources_of(diagnostics: &[Diagnostic]) -> HashMap<PathBuf, String> {
         .collect()
 }
 
-fn print_diagnostics(out: &mut dyn Write, diagnostics: &[Diagnostic]) {
+pub(crate) fn print_diagnostics(out: &mut dyn Write, diagnostics: &[Diagnostic]) {
     let sources = sources_of(diagnostics);
     for d in diagnostics {
         let _ = writeln!(out, "{}", d.render(sources.get(&d.file).map(String::as_str)));
@@ -118,7 +118,7 @@ pub fn graph(file: &Path, format: GraphFormat, registry: &Registry) -> u8 {
                 GraphFormat::Dot => dag.graph.to_dot(&dag.id, operator_of),
                 GraphFormat::Mermaid => dag.graph.to_mermaid(operator_of),
             };
-            print!("{text}");
+            out!("{text}");
             exit::OK
         }
         Err(errors) => {
@@ -132,6 +132,6 @@ pub fn graph(file: &Path, format: GraphFormat, registry: &Registry) -> u8 {
 /// `flowctl schema`: the JSON Schema of DAG files.
 pub fn schema(registry: &Registry) -> u8 {
     let schema = crate::schema::dag_schema(registry);
-    println!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());
     exit::OK
 }

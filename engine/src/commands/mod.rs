@@ -4,9 +4,39 @@
 //! takes parsed arguments and the registry, writes what the user sees, and returns the exit code:
 //! 0 success, 1 a run failed, 2 invalid input or usage.
 
-mod inspect;
+/// `print!` that ignores a closed stdout (`flowctl schema | head`), where `print!` would panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 
+/// `println!` that ignores a closed stdout.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+mod apply;
+mod inspect;
+mod logs;
+mod run;
+mod status;
+mod table;
+
+use std::path::Path;
+
+pub use apply::{apply, source_hash, store_version, Change};
 pub use inspect::{graph, schema, validate, GraphFormat, OutputFormat};
+pub use logs::logs;
+pub use run::{create_run, load_applied, load_version, logical_date, run, run_params, summary, RunArgs};
+pub use status::status;
+
+use crate::diagnostic::Diagnostic;
+use crate::state::{Home, HomeError, StoreError};
 
 /// The process exit codes flowctl documents.
 pub mod exit {
@@ -16,4 +46,49 @@ pub mod exit {
     pub const RUN_FAILED: u8 = 1;
     /// Invalid input: a DAG that does not compile, a bad flag, a missing file.
     pub const INVALID: u8 = 2;
+}
+
+/// Why a command could not do its work. Each maps to exit code 2 with a message that says what
+/// to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Bad arguments, an unknown DAG or run.
+    #[error("{0}")]
+    Usage(String),
+    /// DAG files that do not compile.
+    #[error("{} error(s) in DAG files", .0.len())]
+    Invalid(Vec<Diagnostic>),
+    /// The home could not be opened.
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The executor failed.
+    #[error(transparent)]
+    Exec(#[from] crate::executor::ExecError),
+}
+
+impl CommandError {
+    /// A usage error with its message.
+    pub fn usage(message: impl Into<String>) -> Self {
+        CommandError::Usage(message.into())
+    }
+
+    /// Prints the error for the user and returns the exit code.
+    pub fn report(&self) -> u8 {
+        match self {
+            CommandError::Invalid(errors) => {
+                inspect::print_diagnostics(&mut std::io::stderr(), errors);
+                eprintln!("error: {} error(s); fix them (see `flowctl validate`) and try again", errors.len());
+            }
+            other => eprintln!("error: {other}"),
+        }
+        exit::INVALID
+    }
+}
+
+/// Opens the home for a command, naming the command for a second process that finds it locked.
+pub fn open_home(flag: Option<&Path>, command: &str) -> Result<Home, HomeError> {
+    Home::open(&Home::resolve(flag), command)
 }

@@ -1,0 +1,92 @@
+//! `flowctl logs DAG RUN TASK [--attempt N] [--follow]`: prints an attempt's log.
+//!
+//! Logs are plain files, so this reads them without opening the store: it works while a
+//! `flowctl run` holds the home. `--follow` keeps printing until the attempt's last line, or until
+//! no flowctl process holds the home any more (nothing is left to write).
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{exit, CommandError};
+use crate::logs::ATTEMPT_END_MARKER;
+use crate::state::{attempt_log_path, Home};
+
+/// How often `--follow` looks for new lines.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+
+fn attempts(dir: &Path) -> Vec<u32> {
+    let mut found: Vec<u32> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+/// Runs `flowctl logs`.
+pub fn logs(
+    home: Option<&Path>,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    attempt: Option<u32>,
+    follow: bool,
+) -> Result<u8, CommandError> {
+    let root = Home::resolve(home);
+    let logs_dir = root.join("logs");
+    let task_dir: PathBuf = logs_dir.join(dag_id).join(run_id).join(task_id);
+    let available = attempts(&task_dir);
+    let attempt = match (attempt, available.last()) {
+        (Some(n), _) if available.contains(&n) => n,
+        (Some(n), Some(_)) => {
+            return Err(CommandError::usage(format!(
+                "task \"{task_id}\" of run \"{run_id}\" has no attempt {n}; attempts with logs: {}",
+                available.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            )))
+        }
+        (_, Some(last)) => *last,
+        (_, None) => {
+            return Err(CommandError::usage(format!(
+                "no logs for task \"{task_id}\" of run \"{run_id}\" of DAG \"{dag_id}\" in {}: the task has not run; `flowctl status {dag_id} {run_id}` shows where the run is",
+                root.display()
+            )))
+        }
+    };
+    let path = attempt_log_path(&logs_dir, dag_id, run_id, task_id, attempt);
+    let mut file = std::fs::File::open(&path).map_err(|e| CommandError::usage(format!("cannot read {}: {e}", path.display())))?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    if out.write_all(text.as_bytes()).is_err() {
+        return Ok(exit::OK);
+    }
+    if !follow {
+        return Ok(exit::OK);
+    }
+    let mut seen = text;
+    loop {
+        if seen.lines().any(|l| l.contains(ATTEMPT_END_MARKER)) {
+            return Ok(exit::OK);
+        }
+        let writer_alive = Home::holder(&root).is_some();
+        let mut more = String::new();
+        let _ = file.seek(SeekFrom::Current(0)).and_then(|_| file.read_to_string(&mut more));
+        if !more.is_empty() {
+            if out.write_all(more.as_bytes()).and_then(|_| out.flush()).is_err() {
+                return Ok(exit::OK);
+            }
+            seen = more;
+            continue;
+        }
+        if !writer_alive {
+            // Nobody holds the home: the attempt's process is gone and nothing more will come.
+            let _ = writeln!(out, "(the process running this attempt has stopped; the log ends here)");
+            return Ok(exit::OK);
+        }
+        std::thread::sleep(FOLLOW_INTERVAL);
+    }
+}

@@ -1,0 +1,307 @@
+//! `flowctl run DAG_ID|FILE`: one run, executed in this process to its end, with live progress
+//! and a closing summary. Exit 0 when the run succeeded, 1 when it failed.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use super::apply::store_version;
+use super::inspect::print_diagnostics;
+use super::table::{duration, Table};
+use super::{exit, open_home, CommandError};
+use crate::compile::{compile, compile_paths, SourceFile};
+use crate::dag::Dag;
+use crate::diagnostic::suggestion;
+use crate::executor::{new_run_id, param_value, Executor, ExecutorSettings, Progress};
+use crate::operator::Registry;
+use crate::secrets::Masker;
+use crate::state::{DagRun, Home, RunState, Store, TaskInstance, Trigger, Write};
+
+/// The arguments of `flowctl run`.
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    /// A DAG id applied to the home, or a DAG file.
+    pub target: String,
+    /// `--param key=value`, in order.
+    pub params: Vec<String>,
+    /// `--date`: the logical date.
+    pub date: Option<String>,
+    /// The global limit on running attempts.
+    pub parallelism: usize,
+}
+
+/// Finds the DAG to run: a file is compiled and applied; an id is read from the store.
+pub fn resolve_dag(home: &Home, target: &str, registry: &Registry) -> Result<(Arc<Dag>, u64), CommandError> {
+    let path = Path::new(target);
+    let looks_like_file = path.is_file() || target.ends_with(".yaml") || target.ends_with(".yml");
+    if looks_like_file {
+        let compiled = compile_paths(&[path.to_path_buf()], registry).map_err(CommandError::Invalid)?;
+        let dag = compiled.dags.into_iter().next().ok_or_else(|| CommandError::usage(format!("{target} holds no DAG")))?;
+        let (version, _) = store_version(home.store(), &dag)?;
+        return Ok((Arc::new(dag), version));
+    }
+    load_applied(home.store(), target, registry)
+}
+
+/// The latest applied version of a DAG, compiled.
+pub fn load_applied(store: &Store, dag_id: &str, registry: &Registry) -> Result<(Arc<Dag>, u64), CommandError> {
+    let Some(record) = store.dag(dag_id)? else {
+        let known: Vec<String> = store.dags()?.into_iter().map(|r| r.dag_id).collect();
+        return Err(CommandError::usage(format!(
+            "no DAG \"{dag_id}\" is applied to this home{}; apply it with `flowctl apply FILE`, or give the file's path",
+            suggestion(dag_id, known.iter().map(String::as_str))
+        )));
+    };
+    load_version(store, dag_id, record.latest_version, registry).map(|dag| (dag, record.latest_version))
+}
+
+/// One stored version of a DAG, compiled again from its stored source.
+pub fn load_version(store: &Store, dag_id: &str, version: u64, registry: &Registry) -> Result<Arc<Dag>, CommandError> {
+    let stored = store
+        .dag_version(dag_id, version)?
+        .ok_or_else(|| CommandError::usage(format!("DAG \"{dag_id}\" has no stored version {version}")))?;
+    let file = SourceFile { path: stored.file.clone(), bytes: stored.source.into_bytes() };
+    let compiled = compile(&[file], registry).map_err(CommandError::Invalid)?;
+    compiled
+        .dags
+        .into_iter()
+        .next()
+        .map(Arc::new)
+        .ok_or_else(|| CommandError::usage(format!("stored version {version} of \"{dag_id}\" holds no DAG")))
+}
+
+/// Parses `--param key=value` against the DAG's declared parameters.
+pub fn run_params(dag: &Dag, overrides: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, CommandError> {
+    let mut params = dag.params.clone();
+    for item in overrides {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(CommandError::usage(format!("--param \"{item}\": expected KEY=VALUE, e.g. --param bucket=loans-lake")));
+        };
+        if !dag.params.contains_key(key) {
+            let declared: Vec<&str> = dag.params.keys().map(String::as_str).collect();
+            let listed = if declared.is_empty() { "it declares none".to_string() } else { format!("declared: {}", declared.join(", ")) };
+            return Err(CommandError::usage(format!(
+                "--param \"{item}\": DAG \"{}\" declares no parameter \"{key}\"{} ({listed}); declare it under `params:` in {}",
+                dag.id,
+                suggestion(key, declared.iter().copied()),
+                dag.file.display()
+            )));
+        }
+        params.insert(key.to_string(), param_value(value));
+    }
+    Ok(params)
+}
+
+/// The logical date of a manual run: `--date` (midnight in the DAG's time zone, or an RFC 3339
+/// instant), else now.
+pub fn logical_date(dag: &Dag, date: Option<&str>) -> Result<DateTime<Utc>, CommandError> {
+    let Some(text) = date else { return Ok(Utc::now().with_nanosecond_zero()) };
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .and_then(|local| dag.timezone.from_local_datetime(&local).earliest())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| CommandError::usage(format!("--date \"{text}\": expected a date like 2024-01-31 or an RFC 3339 timestamp")))
+}
+
+trait ZeroNanos {
+    fn with_nanosecond_zero(self) -> Self;
+}
+
+impl ZeroNanos for DateTime<Utc> {
+    fn with_nanosecond_zero(self) -> Self {
+        chrono::Timelike::with_nanosecond(&self, 0).unwrap_or(self)
+    }
+}
+
+/// Creates a run of `dag` (queued, every task instance not started) and stores it durably.
+pub fn create_run(
+    store: &Store,
+    dag: &Dag,
+    version: u64,
+    trigger: Trigger,
+    logical_date: DateTime<Utc>,
+    params: serde_json::Map<String, serde_json::Value>,
+) -> Result<DagRun, CommandError> {
+    let interval_end = dag.schedule.as_ref().and_then(|s| s.next_after(logical_date, dag.timezone)).unwrap_or(logical_date);
+    let run = DagRun {
+        dag_id: dag.id.clone(),
+        run_id: new_run_id(store, &dag.id, trigger.prefix(), logical_date)?,
+        logical_date,
+        data_interval_start: logical_date,
+        data_interval_end: interval_end,
+        trigger,
+        params,
+        dag_version: version,
+        state: RunState::Queued,
+        created_at: Utc::now(),
+        start: None,
+        end: None,
+        note: None,
+    };
+    let mut writes = vec![Write::Run(run.clone())];
+    for task in &dag.tasks {
+        writes.push(Write::Task {
+            dag_id: dag.id.clone(),
+            run_id: run.run_id.clone(),
+            instance: TaskInstance::new(&task.id, task.retry.retries + 1),
+        });
+    }
+    store.write(&writes)?;
+    Ok(run)
+}
+
+/// Runs `flowctl run`.
+pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u8, CommandError> {
+    let home = open_home(home, &format!("flowctl run {}", args.target))?;
+    let (dag, version) = match resolve_dag(&home, &args.target, registry) {
+        Err(CommandError::Invalid(errors)) => {
+            print_diagnostics(&mut std::io::stderr(), &errors);
+            eprintln!("error: {} does not compile; fix it (see `flowctl validate`) and run again", args.target);
+            return Ok(exit::INVALID);
+        }
+        other => other?,
+    };
+    let params = run_params(&dag, &args.params)?;
+    let date = logical_date(&dag, args.date.as_deref())?;
+    let run = create_run(home.store(), &dag, version, Trigger::Manual, date, params)?;
+
+    let masker = Masker::from_env();
+    let settings = ExecutorSettings { parallelism: args.parallelism, logs_dir: home.logs_dir(), work_dir: home.work_dir() };
+    let executor = Arc::new(Executor::new(home.store().clone(), registry.clone(), masker, settings));
+    let display = Display::new(&dag, &run);
+    outln!("run {} of {} ({} tasks, logs in {})", run.run_id, dag.id, dag.tasks.len(), home.logs_dir().join(&dag.id).join(&run.run_id).display());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::usage(format!("cannot start the async runtime: {e}")))?;
+    let cancel = CancellationToken::new();
+    let finished = runtime.block_on(async {
+        let watcher = cancel.clone();
+        let ctrl_c = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("cancelling: stopping running tasks (press Ctrl-C again to quit at once)");
+                watcher.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        let on_progress = display.clone();
+        let result = executor.execute(dag.clone(), run, cancel, Arc::new(move |p| on_progress.update(&p))).await;
+        ctrl_c.abort();
+        result
+    })?;
+    executor.sync_logs();
+    display.finish();
+
+    let instances = home.store().task_instances(&finished.dag_id, &finished.run_id)?;
+    out!("{}", summary(&dag, &instances));
+    let elapsed = match (finished.start, finished.end) {
+        (Some(s), Some(e)) => duration((e - s).to_std().unwrap_or_default()),
+        _ => "-".into(),
+    };
+    let note = finished.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+    outln!("run {} {} in {elapsed}{note}", finished.run_id, finished.state.name());
+    Ok(if finished.state == RunState::Success { exit::OK } else { exit::RUN_FAILED })
+}
+
+/// The closing table: each task's state, tries, duration, and the first line of its error.
+pub fn summary(dag: &Dag, instances: &[TaskInstance]) -> String {
+    let mut table = Table::new(&["TASK", "STATE", "TRIES", "DURATION", "ERROR"]);
+    for task in &dag.tasks {
+        let Some(ti) = instances.iter().find(|ti| ti.task_id == task.id) else { continue };
+        let took = match (ti.start, ti.end) {
+            (Some(s), Some(e)) if ti.try_number > 0 => duration((e - s).to_std().unwrap_or_default()),
+            _ => "-".into(),
+        };
+        let error = ti.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("").to_string();
+        table.row(vec![ti.task_id.clone(), ti.state.name().into(), format!("{}/{}", ti.try_number, ti.max_tries), took, error]);
+    }
+    table.render()
+}
+
+/// Live progress: bars on a terminal, timestamped lines otherwise.
+#[derive(Clone)]
+struct Display {
+    inner: Arc<Mutex<DisplayState>>,
+}
+
+struct DisplayState {
+    bars: Option<(MultiProgress, ProgressBar)>,
+    running: std::collections::HashMap<String, ProgressBar>,
+}
+
+impl Display {
+    fn new(dag: &Dag, run: &DagRun) -> Self {
+        let bars = std::io::stdout().is_terminal().then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+            let total = multi.add(ProgressBar::new(dag.tasks.len() as u64));
+            total.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} tasks {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            total.set_prefix(run.dag_id.clone());
+            (multi, total)
+        });
+        Display { inner: Arc::new(Mutex::new(DisplayState { bars, running: Default::default() })) }
+    }
+
+    fn update(&self, progress: &Progress) {
+        let Ok(mut state) = self.inner.lock() else { return };
+        let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        match progress {
+            Progress::AttemptStarted { task_id, try_number, max_tries } => {
+                let text = format!("{task_id} running (try {try_number}/{max_tries})");
+                match &state.bars {
+                    Some((multi, _)) => {
+                        let bar = multi.add(ProgressBar::new_spinner());
+                        bar.set_style(ProgressStyle::with_template("  {spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                        bar.set_message(text);
+                        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                        state.running.insert(task_id.clone(), bar);
+                    }
+                    None => outln!("{now} {text}"),
+                }
+            }
+            Progress::TaskSettled { task_id, state: task_state, try_number, duration: took, error } => {
+                let took = took.map(|d| format!(" in {}", duration(d))).unwrap_or_default();
+                let error = error.as_deref().and_then(|e| e.lines().next()).map(|e| format!(": {e}")).unwrap_or_default();
+                let tries = if *try_number > 0 { format!(" (try {try_number})") } else { String::new() };
+                let text = format!("{task_id} {}{tries}{took}{error}", task_state.name());
+                if let Some(bar) = state.running.remove(task_id) {
+                    bar.finish_and_clear();
+                }
+                match &state.bars {
+                    Some((multi, total)) => {
+                        let _ = multi.println(format!("  {text}"));
+                        if task_state.is_terminal() {
+                            total.inc(1);
+                        }
+                    }
+                    None => outln!("{now} {text}"),
+                }
+            }
+            Progress::RunStarted { .. } | Progress::RunFinished { .. } => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(state) = self.inner.lock() {
+            if let Some((multi, total)) = &state.bars {
+                total.finish();
+                let _ = multi.clear();
+            }
+        }
+    }
+}
+

@@ -1,0 +1,726 @@
+//! The executor: runs one DAG run to its end, event-driven.
+//!
+//! One loop owns the run's state. Attempts run as tokio tasks and report back through a channel;
+//! the loop applies each report through the lifecycle table, decides the downstream tasks' fate
+//! with their trigger rules, writes every change of that step in one batch, flushes it, and only
+//! then starts the attempts the step made ready. So a task starts the moment its upstream tasks
+//! settle (no polling, no tick), each hand-off costs one flush, and a crash can never lose the fact
+//! that an attempt started.
+//!
+//! Slots: a task needs a permit from its DAG's `max_active_tasks` semaphore and one from the
+//! global `parallelism` semaphore. Permits are tried without waiting; when none is free, one waiter
+//! per run waits for both and wakes the loop.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::dag::Dag;
+use crate::lifecycle::{transition, TaskEvent, TaskState};
+use crate::logs::LogWriter;
+use crate::operator::{ErrorKind, ExternalJob, ExternalJobStore, Outcome, Outputs, Registry, TaskContext, TaskError};
+use crate::render::{self, RunFacts};
+use crate::secrets::Masker;
+use crate::state::{attempt_log_path, DagRun, RunState, Store, StoreError, TaskInstance, Write};
+use crate::trigger::{decide, Decision, UpstreamCounts};
+
+/// The global limit on running attempts when none is configured (Airflow's default).
+pub const DEFAULT_PARALLELISM: u16 = 32;
+
+/// How long an operator gets to stop after its cancellation token fires, beyond its own grace
+/// period, before the engine stops waiting for it.
+const OPERATOR_STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What the executor tells whoever watches a run (progress bars, the server's event stream).
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// The run has started (or resumed).
+    RunStarted {
+        /// Tasks in the run.
+        total: usize,
+    },
+    /// An attempt started.
+    AttemptStarted {
+        /// The task.
+        task_id: String,
+        /// Its try number.
+        try_number: u32,
+        /// The last allowed try.
+        max_tries: u32,
+    },
+    /// A task changed state (after an attempt, or by its trigger rule).
+    TaskSettled {
+        /// The task.
+        task_id: String,
+        /// Its new state.
+        state: TaskState,
+        /// The try number.
+        try_number: u32,
+        /// How long the attempt ran, if one ran.
+        duration: Option<Duration>,
+        /// The error, masked, if it failed.
+        error: Option<String>,
+    },
+    /// The run ended.
+    RunFinished {
+        /// How.
+        state: RunState,
+    },
+}
+
+/// Why the executor itself could not carry on (not a task failure).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The store failed; the run's state on disk is what was last flushed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Shared by every run of one process: the store, operators, logs, masking and limits.
+pub struct Executor {
+    store: Store,
+    registry: Registry,
+    logs: LogWriter,
+    logs_dir: PathBuf,
+    work_dir: PathBuf,
+    masker: Masker,
+    parallelism: Arc<Semaphore>,
+    dag_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    template_env: minijinja::Environment<'static>,
+    process_env: Arc<BTreeMap<String, String>>,
+}
+
+/// Which process-wide settings the executor runs with.
+#[derive(Debug, Clone)]
+pub struct ExecutorSettings {
+    /// The global limit on running attempts.
+    pub parallelism: usize,
+    /// Where attempt logs go.
+    pub logs_dir: PathBuf,
+    /// Where runs keep scratch files.
+    pub work_dir: PathBuf,
+}
+
+enum Event {
+    Finished { index: usize, try_number: u32, result: AttemptResult, started: Instant },
+    RetryDue { index: usize, try_number: u32 },
+    Permits(OwnedSemaphorePermit, OwnedSemaphorePermit),
+    RecordJob { index: usize, try_number: u32, job: Option<ExternalJob>, ack: oneshot::Sender<Result<(), TaskError>> },
+}
+
+enum AttemptResult {
+    Done(Result<Outcome, TaskError>),
+    TimedOut(Duration),
+    Cancelled,
+}
+
+struct Slots {
+    dag: Arc<Semaphore>,
+    global: Arc<Semaphore>,
+}
+
+impl Slots {
+    fn try_take(&self) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let dag = self.dag.clone().try_acquire_owned().ok()?;
+        let global = self.global.clone().try_acquire_owned().ok()?;
+        Some((dag, global))
+    }
+}
+
+impl Executor {
+    /// An executor over `store`, running `registry`'s operators.
+    pub fn new(store: Store, registry: Registry, masker: Masker, settings: ExecutorSettings) -> Self {
+        Executor {
+            logs: LogWriter::start(masker.clone()),
+            store,
+            registry,
+            logs_dir: settings.logs_dir,
+            work_dir: settings.work_dir,
+            masker,
+            parallelism: Arc::new(Semaphore::new(settings.parallelism.max(1))),
+            dag_slots: Mutex::new(HashMap::new()),
+            template_env: crate::template::environment(),
+            process_env: render::process_env(),
+        }
+    }
+
+    /// The masker every writer uses.
+    pub fn masker(&self) -> &Masker {
+        &self.masker
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Waits until every attempt log line queued so far is on disk.
+    pub fn sync_logs(&self) {
+        self.logs.sync();
+    }
+
+    fn dag_semaphore(&self, dag: &Dag) -> Arc<Semaphore> {
+        let mut slots = self.dag_slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(dag.id.clone()).or_insert_with(|| Arc::new(Semaphore::new(dag.max_active_tasks as usize))).clone()
+    }
+
+    /// Runs `run` of `dag` until every task has settled, or until `cancel` fires and the running
+    /// attempts have stopped. Task instances already in the store are resumed as they are.
+    pub async fn execute(
+        self: &Arc<Self>,
+        dag: Arc<Dag>,
+        run: DagRun,
+        cancel: CancellationToken,
+        progress: Arc<dyn Fn(Progress) + Send + Sync>,
+    ) -> Result<DagRun, ExecError> {
+        let stored: HashMap<String, TaskInstance> = self
+            .store
+            .task_instances(&run.dag_id, &run.run_id)?
+            .into_iter()
+            .map(|ti| (ti.task_id.clone(), ti))
+            .collect();
+        let instances: Vec<TaskInstance> = dag
+            .tasks
+            .iter()
+            .map(|t| stored.get(&t.id).cloned().unwrap_or_else(|| TaskInstance::new(&t.id, t.retry.retries + 1)))
+            .collect();
+        let index: HashMap<String, usize> = dag.tasks.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
+        let upstream: Vec<Vec<usize>> =
+            dag.tasks.iter().map(|t| t.depends_on.iter().filter_map(|d| index.get(d).copied()).collect()).collect();
+        let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); dag.tasks.len()];
+        for (i, ups) in upstream.iter().enumerate() {
+            for &u in ups {
+                downstream[u].push(i);
+            }
+        }
+        let outputs: BTreeMap<String, Outputs> = instances
+            .iter()
+            .filter(|ti| ti.state == TaskState::Success && !ti.outputs.is_empty())
+            .map(|ti| (ti.task_id.clone(), ti.outputs.clone()))
+            .collect();
+        let work_dir = self.work_dir.join(&run.dag_id).join(&run.run_id);
+        let _ = std::fs::create_dir_all(&work_dir);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let facts = Arc::new(RunFacts {
+            dag_id: run.dag_id.clone(),
+            run_id: run.run_id.clone(),
+            logical_date: run.logical_date,
+            data_interval_start: run.data_interval_start,
+            data_interval_end: run.data_interval_end,
+            params: run.params.clone(),
+        });
+        let mut state = RunLoop {
+            exec: self.clone(),
+            slots: Slots { dag: self.dag_semaphore(&dag), global: self.parallelism.clone() },
+            dag,
+            run,
+            instances,
+            upstream,
+            downstream,
+            outputs: Arc::new(outputs),
+            facts,
+            work_dir,
+            ready: VecDeque::new(),
+            running: 0,
+            waiting_for_permits: false,
+            pending: Vec::new(),
+            to_start: Vec::new(),
+            tx,
+            cancel,
+            progress,
+        };
+        state.run_to_end(rx).await
+    }
+}
+
+struct RunLoop {
+    exec: Arc<Executor>,
+    dag: Arc<Dag>,
+    run: DagRun,
+    instances: Vec<TaskInstance>,
+    upstream: Vec<Vec<usize>>,
+    downstream: Vec<Vec<usize>>,
+    outputs: Arc<BTreeMap<String, Outputs>>,
+    facts: Arc<RunFacts>,
+    work_dir: PathBuf,
+    slots: Slots,
+    /// Scheduled tasks waiting for a slot, in the order they became ready.
+    ready: VecDeque<usize>,
+    running: usize,
+    waiting_for_permits: bool,
+    /// Task indices changed in this step, written in one batch.
+    pending: Vec<usize>,
+    /// Attempts to start once this step's batch is durable.
+    to_start: Vec<(usize, OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    tx: mpsc::UnboundedSender<Event>,
+    cancel: CancellationToken,
+    progress: Arc<dyn Fn(Progress) + Send + Sync>,
+}
+
+impl RunLoop {
+    async fn run_to_end(&mut self, mut rx: mpsc::UnboundedReceiver<Event>) -> Result<DagRun, ExecError> {
+        (self.progress)(Progress::RunStarted { total: self.instances.len() });
+        if self.run.state != RunState::Running {
+            self.run.state = RunState::Running;
+            self.run.start.get_or_insert_with(Utc::now);
+        }
+        self.resume();
+        self.commit()?;
+        loop {
+            if self.finished() {
+                return self.finish();
+            }
+            let event = tokio::select! {
+                event = rx.recv() => event,
+                _ = self.cancel.cancelled(), if self.run.note.is_none() => {
+                    self.on_cancel();
+                    self.commit()?;
+                    continue;
+                }
+            };
+            let Some(event) = event else { return self.finish() };
+            self.handle(event)?;
+            // Drain whatever else arrived, so one flush covers the whole step.
+            while let Ok(event) = rx.try_recv() {
+                self.handle(event)?;
+            }
+            self.commit()?;
+        }
+    }
+
+    fn finished(&self) -> bool {
+        if self.running > 0 {
+            return false;
+        }
+        if self.run.note.is_some() {
+            // Cancelled: nothing new starts; done once the running attempts have stopped.
+            return true;
+        }
+        self.instances.iter().all(|ti| ti.state.is_terminal())
+    }
+
+    fn finish(&mut self) -> Result<DagRun, ExecError> {
+        let leaf_failed = self.instances.iter().enumerate().any(|(i, ti)| {
+            self.downstream[i].is_empty() && matches!(ti.state, TaskState::Failed | TaskState::UpstreamFailed)
+        });
+        self.run.state = if leaf_failed || self.run.note.is_some() { RunState::Failed } else { RunState::Success };
+        self.run.end = Some(Utc::now());
+        self.exec.store.write(&[Write::Run(self.run.clone())])?;
+        (self.progress)(Progress::RunFinished { state: self.run.state });
+        Ok(self.run.clone())
+    }
+
+    /// Picks up where the stored state left off: retries that are due, tasks whose upstream
+    /// tasks have settled, and roots.
+    fn resume(&mut self) {
+        for i in 0..self.instances.len() {
+            match self.instances[i].state {
+                TaskState::Scheduled => self.ready.push_back(i),
+                TaskState::UpForRetry => self.schedule_retry(i),
+                TaskState::None => self.evaluate(i),
+                _ => {}
+            }
+        }
+        self.fill_slots();
+    }
+
+    fn apply(&mut self, i: usize, event: TaskEvent) -> bool {
+        match transition(self.instances[i].state, event) {
+            Ok(to) => {
+                self.instances[i].state = to;
+                self.pending.push(i);
+                true
+            }
+            Err(refused) => {
+                tracing::debug!(task_id = %self.instances[i].task_id, %refused, "event ignored");
+                false
+            }
+        }
+    }
+
+    /// Decides a waiting task's fate from its upstream tasks, cascading skips and upstream
+    /// failures downstream.
+    fn evaluate(&mut self, start: usize) {
+        let mut queue = vec![start];
+        while let Some(i) = queue.pop() {
+            if self.instances[i].state != TaskState::None || self.run.note.is_some() {
+                continue;
+            }
+            let counts = UpstreamCounts::of(self.upstream[i].iter().map(|&u| self.instances[u].state));
+            let event = match decide(self.dag.tasks[i].trigger_rule, counts) {
+                Decision::Wait => continue,
+                Decision::Run => TaskEvent::Ready,
+                Decision::Skip => TaskEvent::UpstreamSkipped,
+                Decision::UpstreamFailed => TaskEvent::UpstreamFailed,
+            };
+            if !self.apply(i, event) {
+                continue;
+            }
+            if event == TaskEvent::Ready {
+                self.ready.push_back(i);
+            } else {
+                let state = self.instances[i].state;
+                (self.progress)(Progress::TaskSettled {
+                    task_id: self.instances[i].task_id.clone(),
+                    state,
+                    try_number: self.instances[i].try_number,
+                    duration: None,
+                    error: None,
+                });
+                queue.extend(self.downstream[i].iter().copied());
+            }
+        }
+    }
+
+    fn fill_slots(&mut self) {
+        if self.run.note.is_some() {
+            return;
+        }
+        while !self.ready.is_empty() {
+            match self.slots.try_take() {
+                Some((dag, global)) => {
+                    let Some(i) = self.ready.pop_front() else { break };
+                    self.begin(i, dag, global);
+                }
+                None => {
+                    self.wait_for_permits();
+                    break;
+                }
+            }
+        }
+    }
+
+    fn wait_for_permits(&mut self) {
+        if self.waiting_for_permits {
+            return;
+        }
+        self.waiting_for_permits = true;
+        let dag = self.slots.dag.clone();
+        let global = self.slots.global.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let Ok(dag) = dag.acquire_owned().await else { return };
+            let Ok(global) = global.acquire_owned().await else { return };
+            let _ = tx.send(Event::Permits(dag, global));
+        });
+    }
+
+    /// Marks an attempt as started; it is spawned after the step's batch is durable.
+    fn begin(&mut self, i: usize, dag: OwnedSemaphorePermit, global: OwnedSemaphorePermit) {
+        if !self.apply(i, TaskEvent::Start) {
+            return;
+        }
+        let ti = &mut self.instances[i];
+        ti.try_number += 1;
+        ti.start = Some(Utc::now());
+        ti.end = None;
+        ti.retry_at = None;
+        ti.error = None;
+        self.running += 1;
+        self.to_start.push((i, dag, global));
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), ExecError> {
+        match event {
+            Event::Permits(dag, global) => {
+                self.waiting_for_permits = false;
+                match self.ready.pop_front() {
+                    Some(i) if self.run.note.is_none() => self.begin(i, dag, global),
+                    Some(i) => self.ready.push_front(i),
+                    None => {}
+                }
+                self.fill_slots();
+            }
+            Event::RetryDue { index, try_number } => {
+                if self.instances[index].try_number == try_number && self.apply(index, TaskEvent::RetryDue) {
+                    self.ready.push_back(index);
+                    self.fill_slots();
+                }
+            }
+            Event::RecordJob { index, try_number, job, ack } => {
+                let ti = &mut self.instances[index];
+                if ti.try_number != try_number || ti.state != TaskState::Running {
+                    let _ = ack.send(Err(TaskError::fatal("the attempt is no longer current")));
+                    return Ok(());
+                }
+                ti.external_job = job;
+                let write = Write::Task { dag_id: self.run.dag_id.clone(), run_id: self.run.run_id.clone(), instance: ti.clone() };
+                let result = self.exec.store.write(&[write]);
+                let _ = ack.send(result.map_err(|e| TaskError::retryable(format!("cannot record the external job: {e}"))));
+            }
+            Event::Finished { index, try_number, result, started } => {
+                self.on_finished(index, try_number, result, started.elapsed());
+                self.fill_slots();
+            }
+        }
+        Ok(())
+    }
+
+    fn on_finished(&mut self, i: usize, try_number: u32, result: AttemptResult, duration: Duration) {
+        if self.instances[i].try_number != try_number || self.instances[i].state != TaskState::Running {
+            return;
+        }
+        self.running -= 1;
+        let masker = self.exec.masker.clone();
+        let task = &self.dag.tasks[i];
+        let (event, error) = match result {
+            AttemptResult::Done(Ok(Outcome::Success { outputs })) => {
+                if !outputs.is_empty() {
+                    Arc::make_mut(&mut self.outputs).insert(task.id.clone(), outputs.clone());
+                }
+                self.instances[i].outputs = outputs;
+                (TaskEvent::Succeeded, None)
+            }
+            AttemptResult::Done(Ok(Outcome::Skipped { reason, outputs })) => {
+                self.instances[i].outputs = outputs;
+                (TaskEvent::Skipped, Some(reason))
+            }
+            AttemptResult::Cancelled | AttemptResult::Done(Err(_)) if self.run.note.is_some() => {
+                (TaskEvent::Cancelled, self.run.note.clone())
+            }
+            AttemptResult::Cancelled => (TaskEvent::Cancelled, Some("cancelled".into())),
+            AttemptResult::TimedOut(limit) => {
+                self.failure_event(i, ErrorKind::Retryable, format!("timed out after {}", humantime::format_duration(limit)))
+            }
+            AttemptResult::Done(Err(e)) => self.failure_event(i, e.kind, e.message),
+        };
+        let error = error.map(|e| masker.mask(&e).into_owned());
+        self.apply(i, event);
+        let ti = &mut self.instances[i];
+        ti.end = Some(Utc::now());
+        ti.external_job = None;
+        ti.error = if matches!(event, TaskEvent::Succeeded | TaskEvent::Skipped) { None } else { error.clone() };
+        let state = ti.state;
+        (self.progress)(Progress::TaskSettled {
+            task_id: ti.task_id.clone(),
+            state,
+            try_number,
+            duration: Some(duration),
+            error: if event == TaskEvent::Skipped { None } else { error },
+        });
+        match state {
+            TaskState::UpForRetry => self.schedule_retry(i),
+            s if s.is_terminal() => {
+                for d in self.downstream[i].clone() {
+                    self.evaluate(d);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn failure_event(&mut self, i: usize, kind: ErrorKind, message: String) -> (TaskEvent, Option<String>) {
+        let ti = &self.instances[i];
+        let can_retry = kind == ErrorKind::Retryable && ti.try_number < ti.max_tries && self.run.note.is_none();
+        if can_retry {
+            let delay = self.dag.tasks[i].retry.delay_before(ti.try_number + 1);
+            self.instances[i].retry_at = Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+            (TaskEvent::FailedWillRetry, Some(message))
+        } else {
+            (TaskEvent::Failed, Some(message))
+        }
+    }
+
+    fn schedule_retry(&mut self, i: usize) {
+        let ti = &self.instances[i];
+        let wait = ti.retry_at.map_or(Duration::ZERO, |at| (at - Utc::now()).to_std().unwrap_or_default());
+        let (tx, try_number) = (self.tx.clone(), ti.try_number);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = tx.send(Event::RetryDue { index: i, try_number });
+        });
+    }
+
+    fn on_cancel(&mut self) {
+        self.run.note = Some("cancelled by the user".into());
+        self.ready.clear();
+        for i in 0..self.instances.len() {
+            match self.instances[i].state {
+                TaskState::Scheduled => {
+                    self.apply(i, TaskEvent::Cancelled);
+                }
+                TaskState::UpForRetry => {
+                    self.apply(i, TaskEvent::Cancelled);
+                    self.instances[i].error = Some("cancelled by the user before its retry".into());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Writes this step's changes in one flushed batch, then starts the attempts it made ready.
+    fn commit(&mut self) -> Result<(), ExecError> {
+        if self.pending.is_empty() && self.to_start.is_empty() {
+            return Ok(());
+        }
+        self.pending.sort_unstable();
+        self.pending.dedup();
+        let mut writes: Vec<Write> = self
+            .pending
+            .drain(..)
+            .map(|i| Write::Task {
+                dag_id: self.run.dag_id.clone(),
+                run_id: self.run.run_id.clone(),
+                instance: self.instances[i].clone(),
+            })
+            .collect();
+        writes.push(Write::Run(self.run.clone()));
+        self.exec.store.write(&writes)?;
+        for (i, dag_permit, global_permit) in std::mem::take(&mut self.to_start) {
+            self.spawn_attempt(i, dag_permit, global_permit);
+        }
+        Ok(())
+    }
+
+    fn spawn_attempt(&mut self, i: usize, dag_permit: OwnedSemaphorePermit, global_permit: OwnedSemaphorePermit) {
+        let task = self.dag.tasks[i].clone();
+        let ti = &self.instances[i];
+        let try_number = ti.try_number;
+        let max_tries = ti.max_tries;
+        (self.progress)(Progress::AttemptStarted { task_id: task.id.clone(), try_number, max_tries });
+        let exec = self.exec.clone();
+        let log = Arc::new(exec.logs.open(attempt_log_path(&exec.logs_dir, &self.run.dag_id, &self.run.run_id, &task.id, try_number)));
+        let cancel = self.cancel.child_token();
+        let jobs = Arc::new(LoopJobs { tx: self.tx.clone(), index: i, try_number });
+        let ctx = TaskContext {
+            dag_id: self.run.dag_id.clone(),
+            run_id: self.run.run_id.clone(),
+            task_id: task.id.clone(),
+            try_number,
+            max_tries,
+            logical_date: self.run.logical_date,
+            log: log.clone(),
+            cancel: cancel.clone(),
+            external_job: ti.external_job.clone(),
+            external_jobs: jobs,
+            secrets: Arc::new(exec.masker.values()),
+            work_dir: self.work_dir.clone(),
+        };
+        let facts = self.facts.clone();
+        let outputs = self.outputs.clone();
+        let tx = self.tx.clone();
+        let started = Instant::now();
+        tokio::spawn(async move {
+            let _permits = (dag_permit, global_permit);
+            log.engine_line(&format!("attempt {try_number} of {max_tries} of task {} ({})", task.id, task.operator));
+            let result = run_attempt(&exec, &task, &facts, &outputs, ctx, &log, cancel).await;
+            let state = match &result {
+                AttemptResult::Done(Ok(Outcome::Success { .. })) => "success".to_string(),
+                AttemptResult::Done(Ok(Outcome::Skipped { reason, .. })) => format!("skipped ({reason})"),
+                AttemptResult::Done(Err(e)) => format!("failed: {}", e.message),
+                AttemptResult::TimedOut(limit) => format!("failed: timed out after {}", humantime::format_duration(*limit)),
+                AttemptResult::Cancelled => "failed: cancelled".to_string(),
+            };
+            log.close(try_number, &state);
+            let _ = tx.send(Event::Finished { index: i, try_number, result, started });
+        });
+    }
+}
+
+async fn run_attempt(
+    exec: &Executor,
+    task: &crate::dag::Task,
+    facts: &RunFacts,
+    outputs: &BTreeMap<String, Outputs>,
+    ctx: TaskContext,
+    log: &crate::logs::AttemptLog,
+    cancel: CancellationToken,
+) -> AttemptResult {
+    let with = if render::has_templates(&task.with) {
+        let context = render::context(facts, &task.id, ctx.try_number, outputs, &exec.process_env);
+        match render::render(&exec.template_env, &task.with, &context) {
+            Ok(v) => v,
+            Err(e) => return AttemptResult::Done(Err(TaskError::fatal(exec.masker.mask(&e).into_owned()))),
+        }
+    } else {
+        task.with.clone()
+    };
+    if with.as_object().is_some_and(|m| !m.is_empty()) {
+        let shown = serde_json::to_string_pretty(&exec.masker.mask_json(&with)).unwrap_or_default();
+        log.engine_line(&format!("settings:\n{shown}"));
+    }
+    let Some(operator) = exec.registry.get(&task.operator) else {
+        return AttemptResult::Done(Err(TaskError::fatal(format!("operator \"{}\" is not in this build", task.operator))));
+    };
+    let future = operator.execute(with, ctx);
+    tokio::pin!(future);
+    let deadline = async {
+        match task.timeout {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = &mut future => AttemptResult::Done(result),
+        _ = deadline => {
+            // Timed out: let the operator stop its work (the shell operator signals its process
+            // group), but do not wait for it forever.
+            let limit = task.timeout.unwrap_or_default();
+            log.engine_line(&format!("timed out after {}; stopping", humantime::format_duration(limit)));
+            cancel.cancel();
+            let _ = tokio::time::timeout(OPERATOR_STOP_DEADLINE, &mut future).await;
+            AttemptResult::TimedOut(limit)
+        }
+        _ = cancel.cancelled() => {
+            log.engine_line("cancelled; stopping");
+            let _ = tokio::time::timeout(OPERATOR_STOP_DEADLINE, &mut future).await;
+            AttemptResult::Cancelled
+        }
+    }
+}
+
+/// The external-job hook, served by the run loop so it stays the only writer of the run's state.
+struct LoopJobs {
+    tx: mpsc::UnboundedSender<Event>,
+    index: usize,
+    try_number: u32,
+}
+
+#[async_trait]
+impl ExternalJobStore for LoopJobs {
+    async fn record(&self, job: ExternalJob) -> Result<(), TaskError> {
+        self.send(Some(job)).await
+    }
+
+    async fn clear(&self) -> Result<(), TaskError> {
+        self.send(None).await
+    }
+}
+
+impl LoopJobs {
+    async fn send(&self, job: Option<ExternalJob>) -> Result<(), TaskError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Event::RecordJob { index: self.index, try_number: self.try_number, job, ack })
+            .map_err(|_| TaskError::fatal("the run has ended"))?;
+        done.await.map_err(|_| TaskError::fatal("the run has ended"))?
+    }
+}
+
+/// A new run's id: `<trigger>__<logical date>`, with `.2`, `.3`... when that id is taken.
+pub fn new_run_id(store: &Store, dag_id: &str, prefix: &str, logical_date: DateTime<Utc>) -> Result<String, StoreError> {
+    let base = format!("{prefix}__{}", logical_date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    if store.run(dag_id, &base)?.is_none() {
+        return Ok(base);
+    }
+    let mut n = 2;
+    loop {
+        let candidate = format!("{base}.{n}");
+        if store.run(dag_id, &candidate)?.is_none() {
+            return Ok(candidate);
+        }
+        n += 1;
+    }
+}
+
+/// The value of a `--param` as typed: JSON when it parses (numbers, booleans, lists), else text.
+pub fn param_value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}

@@ -1,0 +1,123 @@
+//! Attempt logs: `logs/<dag>/<run>/<task>/<attempt>.log`, written by one background thread so
+//! file creation and writes never sit on the executor's path between two tasks.
+//!
+//! Each line starts with a UTC timestamp. Output of the task follows ` | `; flowctl's own lines
+//! follow ` flowctl: `, and the last line of every attempt is `flowctl: attempt N ended: STATE`,
+//! which `flowctl logs --follow` waits for. Secrets are masked before a line is queued.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use chrono::{SecondsFormat, Utc};
+
+use crate::operator::LogSink;
+use crate::secrets::Masker;
+
+/// The words that start the last line of an attempt log.
+pub const ATTEMPT_END_MARKER: &str = " flowctl: attempt ";
+
+enum Op {
+    Open { id: u64, path: PathBuf },
+    Line { id: u64, text: String },
+    Close { id: u64 },
+    Sync { done: mpsc::Sender<()> },
+}
+
+/// The background writer. Dropping the last handle ends the thread after it writes what was queued.
+#[derive(Clone)]
+pub struct LogWriter {
+    tx: mpsc::Sender<Op>,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
+    masker: Masker,
+}
+
+impl LogWriter {
+    /// Starts the writer thread.
+    pub fn start(masker: Masker) -> LogWriter {
+        let (tx, rx) = mpsc::channel::<Op>();
+        std::thread::Builder::new()
+            .name("flowctl-logs".into())
+            .spawn(move || {
+                let mut files: HashMap<u64, File> = HashMap::new();
+                for op in rx {
+                    match op {
+                        Op::Open { id, path } => {
+                            if let Some(parent) = path.parent() {
+                                let _ = std::fs::create_dir_all(parent);
+                            }
+                            match File::create(&path) {
+                                Ok(f) => {
+                                    files.insert(id, f);
+                                }
+                                Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot create attempt log"),
+                            }
+                        }
+                        Op::Line { id, text } => {
+                            if let Some(f) = files.get_mut(&id) {
+                                let _ = f.write_all(text.as_bytes());
+                            }
+                        }
+                        Op::Close { id } => {
+                            files.remove(&id);
+                        }
+                        Op::Sync { done } => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .ok();
+        LogWriter { tx, next_id: Arc::new(std::sync::atomic::AtomicU64::new(1)), masker }
+    }
+
+    /// Opens an attempt's log.
+    pub fn open(&self, path: PathBuf) -> AttemptLog {
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.tx.send(Op::Open { id, path });
+        AttemptLog { id, tx: self.tx.clone(), masker: self.masker.clone() }
+    }
+
+    /// Waits until everything queued so far is written.
+    pub fn sync(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.tx.send(Op::Sync { done }).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+}
+
+/// One attempt's log.
+pub struct AttemptLog {
+    id: u64,
+    tx: mpsc::Sender<Op>,
+    masker: Masker,
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl AttemptLog {
+    /// A line of flowctl's own.
+    pub fn engine_line(&self, text: &str) {
+        let masked = self.masker.mask(text);
+        let lines: String = masked.lines().map(|l| format!("{} flowctl: {l}\n", now())).collect();
+        let _ = self.tx.send(Op::Line { id: self.id, text: lines });
+    }
+
+    /// Writes the last line and closes the file.
+    pub fn close(&self, attempt: u32, state: &str) {
+        let _ = self.tx.send(Op::Line { id: self.id, text: format!("{}{ATTEMPT_END_MARKER}{attempt} ended: {state}\n", now()) });
+        let _ = self.tx.send(Op::Close { id: self.id });
+    }
+}
+
+impl LogSink for AttemptLog {
+    fn line(&self, text: &str) {
+        let _ = self.tx.send(Op::Line { id: self.id, text: format!("{} | {}\n", now(), self.masker.mask(text)) });
+    }
+}

@@ -1,0 +1,14 @@
+//! Durable state: the home folder, its lock, and the sled store of DAG versions, runs and task
+//! instances.
+//!
+//! Invariant: every state change is flushed to disk before the engine acts on it. The executor
+//! writes a task as running (and flushes) before the attempt starts, so a crash can never leave a
+//! task that did start recorded as not started.
+
+mod home;
+mod model;
+mod store;
+
+pub use home::{attempt_log_path, Home, HomeError};
+pub use model::{DagRecord, DagRun, DagVersion, RunState, TaskInstance, Trigger};
+pub use store::{Store, StoreError, Write};
