@@ -111,7 +111,11 @@ impl AttemptLog {
 
     /// Writes the last line and closes the file.
     pub fn close(&self, attempt: u32, state: &str) {
-        let _ = self.tx.send(Op::Line { id: self.id, text: format!("{}{ATTEMPT_END_MARKER}{attempt} ended: {state}\n", now()) });
+        // Masked like every other line, and one line, so it stays the last line of the file: a
+        // multi-line error (a shell task's stderr tail) is in the log above and in `flowctl status`.
+        let masked = self.masker.mask(state);
+        let first = masked.lines().next().unwrap_or_default();
+        let _ = self.tx.send(Op::Line { id: self.id, text: format!("{}{ATTEMPT_END_MARKER}{attempt} ended: {first}\n", now()) });
         let _ = self.tx.send(Op::Close { id: self.id });
     }
 }

@@ -119,6 +119,18 @@ impl Cmd {
     {
         self.command(args).output().expect("flowctl runs").into()
     }
+
+    /// Runs a command that prints JSON (`--output json`), expects exit code 0, and parses stdout.
+    #[track_caller]
+    pub fn json<I, S>(&self, args: I) -> serde_json::Value
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let run = self.run(args);
+        run.expect_code(0);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout))
+    }
 }
 
 /// A fresh home and a command bound to it, run from the repository root.

@@ -79,7 +79,12 @@ pub fn run_params(dag: &Dag, overrides: &[String]) -> Result<serde_json::Map<Str
     let mut params = dag.params.clone();
     for item in overrides {
         let Some((key, value)) = item.split_once('=') else {
-            return Err(CommandError::usage(format!("--param \"{item}\": expected KEY=VALUE, e.g. --param bucket=loans-lake")));
+            let example =
+                if dag.params.contains_key(item) { item.as_str() } else { dag.params.keys().next().map_or("KEY", String::as_str) };
+            return Err(CommandError::usage(format!(
+                "--param \"{item}\" for DAG \"{}\": expected KEY=VALUE, e.g. --param {example}=VALUE",
+                dag.id
+            )));
         };
         if !dag.params.contains_key(key) {
             let declared: Vec<&str> = dag.params.keys().map(String::as_str).collect();
@@ -185,12 +190,17 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
         .map_err(|e| CommandError::usage(format!("cannot start the async runtime: {e}")))?;
     let cancel = CancellationToken::new();
     let finished = runtime.block_on(async {
+        // Listen for Ctrl-C before any task starts: creating the stream installs the handler at
+        // once, where `ctrl_c()` would only when first polled, after a task may already show as
+        // running; a Ctrl-C then would kill flowctl and leave the run and its tasks behind.
+        let interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
         let watcher = cancel.clone();
         let ctrl_c = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            let Ok(mut interrupts) = interrupts else { return };
+            if interrupts.recv().await.is_some() {
                 eprintln!("cancelling: stopping running tasks (press Ctrl-C again to quit at once)");
                 watcher.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
+                if interrupts.recv().await.is_some() {
                     std::process::exit(130);
                 }
             }
