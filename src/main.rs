@@ -125,7 +125,7 @@ fn main() -> ExitCode {
         Command::Schema => Ok(commands::schema(&registry)),
         Command::Apply { paths } => commands::apply(home, &paths, &registry),
         Command::Run { dag, params, date, parallelism } => {
-            let args = RunArgs { target: dag, params, date, parallelism: usize::from(parallelism) };
+            let args = RunArgs { target: dag, params, date, parallelism };
             commands::run(home, &args, &registry)
         }
         Command::Status { dag, run, output } => {

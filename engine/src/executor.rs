@@ -68,6 +68,8 @@ pub enum Progress {
         /// The error, masked, if it failed.
         error: Option<String>,
     },
+    /// A step's changes are durable; a good moment to flush buffered output.
+    StepCommitted,
     /// The run ended.
     RunFinished {
         /// How.
@@ -95,6 +97,7 @@ pub struct Executor {
     dag_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     template_env: minijinja::Environment<'static>,
     process_env: Arc<BTreeMap<String, String>>,
+    secret_values: Arc<Vec<String>>,
 }
 
 /// Which process-wide settings the executor runs with.
@@ -139,6 +142,7 @@ impl Executor {
     pub fn new(store: Store, registry: Registry, masker: Masker, settings: ExecutorSettings) -> Self {
         Executor {
             logs: LogWriter::start(masker.clone()),
+            secret_values: Arc::new(masker.values()),
             store,
             registry,
             logs_dir: settings.logs_dir,
@@ -231,6 +235,7 @@ impl Executor {
             running: 0,
             waiting_for_permits: false,
             pending: Vec::new(),
+            run_dirty: true,
             to_start: Vec::new(),
             tx,
             cancel,
@@ -257,6 +262,8 @@ struct RunLoop {
     waiting_for_permits: bool,
     /// Task indices changed in this step, written in one batch.
     pending: Vec<usize>,
+    /// Whether the run record changed in this step.
+    run_dirty: bool,
     /// Attempts to start once this step's batch is durable.
     to_start: Vec<(usize, OwnedSemaphorePermit, OwnedSemaphorePermit)>,
     tx: mpsc::UnboundedSender<Event>,
@@ -540,6 +547,7 @@ impl RunLoop {
 
     fn on_cancel(&mut self) {
         self.run.note = Some("cancelled by the user".into());
+        self.run_dirty = true;
         self.ready.clear();
         for i in 0..self.instances.len() {
             match self.instances[i].state {
@@ -557,30 +565,36 @@ impl RunLoop {
 
     /// Writes this step's changes in one flushed batch, then starts the attempts it made ready.
     fn commit(&mut self) -> Result<(), ExecError> {
-        if self.pending.is_empty() && self.to_start.is_empty() {
+        if self.pending.is_empty() && self.to_start.is_empty() && !self.run_dirty {
             return Ok(());
         }
-        self.pending.sort_unstable();
-        self.pending.dedup();
-        let mut writes: Vec<Write> = self
-            .pending
-            .drain(..)
-            .map(|i| Write::Task {
-                dag_id: self.run.dag_id.clone(),
-                run_id: self.run.run_id.clone(),
-                instance: self.instances[i].clone(),
-            })
-            .collect();
-        writes.push(Write::Run(self.run.clone()));
-        self.exec.store.write(&writes)?;
+        // In the order the changes were decided: a task's end before the starts it unblocked.
+        let mut written = std::collections::HashSet::with_capacity(self.pending.len());
+        for i in std::mem::take(&mut self.pending).into_iter().rev() {
+            if written.insert(i) {
+                self.pending.push(i);
+            }
+        }
+        self.pending.reverse();
+        let store = &self.exec.store;
+        for &i in &self.pending {
+            store.put_task(&self.run.dag_id, &self.run.run_id, &self.instances[i])?;
+        }
+        self.pending.clear();
+        if std::mem::take(&mut self.run_dirty) {
+            store.put_run(&self.run)?;
+        }
+        store.flush()?;
         for (i, dag_permit, global_permit) in std::mem::take(&mut self.to_start) {
             self.spawn_attempt(i, dag_permit, global_permit);
         }
+        (self.progress)(Progress::StepCommitted);
         Ok(())
     }
 
     fn spawn_attempt(&mut self, i: usize, dag_permit: OwnedSemaphorePermit, global_permit: OwnedSemaphorePermit) {
-        let task = self.dag.tasks[i].clone();
+        let dag = self.dag.clone();
+        let task = &dag.tasks[i];
         let ti = &self.instances[i];
         let try_number = ti.try_number;
         let max_tries = ti.max_tries;
@@ -600,7 +614,7 @@ impl RunLoop {
             cancel: cancel.clone(),
             external_job: ti.external_job.clone(),
             external_jobs: jobs,
-            secrets: Arc::new(exec.masker.values()),
+            secrets: exec.secret_values.clone(),
             work_dir: self.work_dir.clone(),
         };
         let facts = self.facts.clone();
@@ -609,8 +623,9 @@ impl RunLoop {
         let started = Instant::now();
         tokio::spawn(async move {
             let _permits = (dag_permit, global_permit);
-            log.engine_line(&format!("attempt {try_number} of {max_tries} of task {} ({})", task.id, task.operator));
-            let result = run_attempt(&exec, &task, &facts, &outputs, ctx, &log, cancel).await;
+            let task = &dag.tasks[i];
+            log.engine_line(&format!("attempt {try_number} of {max_tries} of task {} ({})", task.id, task.operator), false);
+            let result = run_attempt(&exec, task, &facts, &outputs, ctx, &log, cancel).await;
             let state = match &result {
                 AttemptResult::Done(Ok(Outcome::Success { .. })) => "success".to_string(),
                 AttemptResult::Done(Ok(Outcome::Skipped { reason, .. })) => format!("skipped ({reason})"),
@@ -618,7 +633,8 @@ impl RunLoop {
                 AttemptResult::TimedOut(limit) => format!("failed: timed out after {}", humantime::format_duration(*limit)),
                 AttemptResult::Cancelled => "failed: cancelled".to_string(),
             };
-            log.close(try_number, &state);
+            let failed = !matches!(result, AttemptResult::Done(Ok(_)));
+            log.close(try_number, &state, failed);
             let _ = tx.send(Event::Finished { index: i, try_number, result, started });
         });
     }
@@ -644,7 +660,7 @@ async fn run_attempt(
     };
     if with.as_object().is_some_and(|m| !m.is_empty()) {
         let shown = serde_json::to_string_pretty(&exec.masker.mask_json(&with)).unwrap_or_default();
-        log.engine_line(&format!("settings:\n{shown}"));
+        log.engine_line(&format!("settings:\n{shown}"), true);
     }
     let Some(operator) = exec.registry.get(&task.operator) else {
         return AttemptResult::Done(Err(TaskError::fatal(format!("operator \"{}\" is not in this build", task.operator))));
@@ -663,13 +679,13 @@ async fn run_attempt(
             // Timed out: let the operator stop its work (the shell operator signals its process
             // group), but do not wait for it forever.
             let limit = task.timeout.unwrap_or_default();
-            log.engine_line(&format!("timed out after {}; stopping", humantime::format_duration(limit)));
+            log.engine_line(&format!("timed out after {}; stopping", humantime::format_duration(limit)), true);
             cancel.cancel();
             let _ = tokio::time::timeout(OPERATOR_STOP_DEADLINE, &mut future).await;
             AttemptResult::TimedOut(limit)
         }
         _ = cancel.cancelled() => {
-            log.engine_line("cancelled; stopping");
+            log.engine_line("cancelled; stopping", true);
             let _ = tokio::time::timeout(OPERATOR_STOP_DEADLINE, &mut future).await;
             AttemptResult::Cancelled
         }

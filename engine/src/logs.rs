@@ -74,11 +74,17 @@ impl LogWriter {
         LogWriter { tx, next_id: Arc::new(std::sync::atomic::AtomicU64::new(1)), masker }
     }
 
-    /// Opens an attempt's log.
+    /// Opens an attempt's log. The file is created with the first line worth keeping: a line the
+    /// task writes, its rendered settings, or an error. An attempt that has none of these (a
+    /// `noop`) leaves no file, as Airflow's EmptyOperator leaves no log.
     pub fn open(&self, path: PathBuf) -> AttemptLog {
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.tx.send(Op::Open { id, path });
-        AttemptLog { id, tx: self.tx.clone(), masker: self.masker.clone() }
+        AttemptLog {
+            id,
+            tx: self.tx.clone(),
+            masker: self.masker.clone(),
+            pending: std::sync::Mutex::new(Some((path, String::new()))),
+        }
     }
 
     /// Waits until everything queued so far is written.
@@ -95,6 +101,8 @@ pub struct AttemptLog {
     id: u64,
     tx: mpsc::Sender<Op>,
     masker: Masker,
+    /// Until the file is opened: its path and the header lines written so far.
+    pending: std::sync::Mutex<Option<(PathBuf, String)>>,
 }
 
 fn now() -> String {
@@ -102,26 +110,45 @@ fn now() -> String {
 }
 
 impl AttemptLog {
-    /// A line of flowctl's own.
-    pub fn engine_line(&self, text: &str) {
-        let masked = self.masker.mask(text);
-        let lines: String = masked.lines().map(|l| format!("{} flowctl: {l}\n", now())).collect();
-        let _ = self.tx.send(Op::Line { id: self.id, text: lines });
+    /// Queues text for the file, opening it first if `keep` says the text is worth a file.
+    fn send(&self, text: String, keep: bool) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match pending.as_mut() {
+            Some((_, header)) if !keep => header.push_str(&text),
+            Some(_) => {
+                if let Some((path, header)) = pending.take() {
+                    let _ = self.tx.send(Op::Open { id: self.id, path });
+                    let _ = self.tx.send(Op::Line { id: self.id, text: header + &text });
+                }
+            }
+            None => {
+                let _ = self.tx.send(Op::Line { id: self.id, text });
+            }
+        }
     }
 
-    /// Writes the last line and closes the file.
-    pub fn close(&self, attempt: u32, state: &str) {
+    /// A line of flowctl's own; `keep` makes it worth a file on its own (settings, errors).
+    pub fn engine_line(&self, text: &str, keep: bool) {
+        let masked = self.masker.mask(text);
+        let lines: String = masked.lines().map(|l| format!("{} flowctl: {l}\n", now())).collect();
+        self.send(lines, keep);
+    }
+
+    /// Writes the last line and closes the file; `keep` forces a file (the attempt failed).
+    pub fn close(&self, attempt: u32, state: &str, keep: bool) {
         // Masked like every other line, and one line, so it stays the last line of the file: a
         // multi-line error (a shell task's stderr tail) is in the log above and in `flowctl status`.
         let masked = self.masker.mask(state);
         let first = masked.lines().next().unwrap_or_default();
-        let _ = self.tx.send(Op::Line { id: self.id, text: format!("{}{ATTEMPT_END_MARKER}{attempt} ended: {first}\n", now()) });
-        let _ = self.tx.send(Op::Close { id: self.id });
+        self.send(format!("{}{ATTEMPT_END_MARKER}{attempt} ended: {first}\n", now()), keep);
+        if self.pending.lock().map(|p| p.is_none()).unwrap_or(true) {
+            let _ = self.tx.send(Op::Close { id: self.id });
+        }
     }
 }
 
 impl LogSink for AttemptLog {
     fn line(&self, text: &str) {
-        let _ = self.tx.send(Op::Line { id: self.id, text: format!("{} | {}\n", now(), self.masker.mask(text)) });
+        self.send(format!("{} | {}\n", now(), self.masker.mask(text)), true);
     }
 }

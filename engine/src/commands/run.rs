@@ -31,7 +31,7 @@ pub struct RunArgs {
     /// `--date`: the logical date.
     pub date: Option<String>,
     /// The global limit on running attempts.
-    pub parallelism: usize,
+    pub parallelism: u16,
 }
 
 /// Finds the DAG to run: a file is compiled and applied; an id is read from the store.
@@ -179,12 +179,14 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
     let run = create_run(home.store(), &dag, version, Trigger::Manual, date, params)?;
 
     let masker = Masker::from_env();
-    let settings = ExecutorSettings { parallelism: args.parallelism, logs_dir: home.logs_dir(), work_dir: home.work_dir() };
+    let settings = ExecutorSettings { parallelism: usize::from(args.parallelism), logs_dir: home.logs_dir(), work_dir: home.work_dir() };
     let executor = Arc::new(Executor::new(home.store().clone(), registry.clone(), masker, settings));
     let display = Display::new(&dag, &run);
     outln!("run {} of {} ({} tasks, logs in {})", run.run_id, dag.id, dag.tasks.len(), home.logs_dir().join(&dag.id).join(&run.run_id).display());
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread: the executor's work between tasks is short, and hand-offs between threads
+    // would cost more than they save. Task processes run outside it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CommandError::usage(format!("cannot start the async runtime: {e}")))?;
@@ -227,8 +229,9 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
 /// The closing table: each task's state, tries, duration, and the first line of its error.
 pub fn summary(dag: &Dag, instances: &[TaskInstance]) -> String {
     let mut table = Table::new(&["TASK", "STATE", "TRIES", "DURATION", "ERROR"]);
+    let by_id: std::collections::HashMap<&str, &TaskInstance> = instances.iter().map(|ti| (ti.task_id.as_str(), ti)).collect();
     for task in &dag.tasks {
-        let Some(ti) = instances.iter().find(|ti| ti.task_id == task.id) else { continue };
+        let Some(ti) = by_id.get(task.id.as_str()) else { continue };
         let took = match (ti.start, ti.end) {
             (Some(s), Some(e)) if ti.try_number > 0 => duration((e - s).to_std().unwrap_or_default()),
             _ => "-".into(),
@@ -248,6 +251,8 @@ struct Display {
 struct DisplayState {
     bars: Option<(MultiProgress, ProgressBar)>,
     running: std::collections::HashMap<String, ProgressBar>,
+    /// Lines for a non-terminal stdout, written out once per executor step.
+    lines: String,
 }
 
 impl Display {
@@ -263,7 +268,7 @@ impl Display {
             total.set_prefix(run.dag_id.clone());
             (multi, total)
         });
-        Display { inner: Arc::new(Mutex::new(DisplayState { bars, running: Default::default() })) }
+        Display { inner: Arc::new(Mutex::new(DisplayState { bars, running: Default::default(), lines: String::new() })) }
     }
 
     fn update(&self, progress: &Progress) {
@@ -280,7 +285,7 @@ impl Display {
                         bar.enable_steady_tick(std::time::Duration::from_millis(120));
                         state.running.insert(task_id.clone(), bar);
                     }
-                    None => outln!("{now} {text}"),
+                    None => state.lines.push_str(&format!("{now} {text}\n")),
                 }
             }
             Progress::TaskSettled { task_id, state: task_state, try_number, duration: took, error } => {
@@ -298,10 +303,16 @@ impl Display {
                             total.inc(1);
                         }
                     }
-                    None => outln!("{now} {text}"),
+                    None => state.lines.push_str(&format!("{now} {text}\n")),
                 }
             }
-            Progress::RunStarted { .. } | Progress::RunFinished { .. } => {}
+            Progress::StepCommitted | Progress::RunFinished { .. } => {
+                if !state.lines.is_empty() {
+                    out!("{}", state.lines);
+                    state.lines.clear();
+                }
+            }
+            Progress::RunStarted { .. } => {}
         }
     }
 
