@@ -83,25 +83,34 @@ pub struct Compiled {
 }
 
 /// Collects the DAG files under `paths`: files as given, folders searched recursively for
-/// `*.yaml` and `*.yml`, sorted so results are stable.
-pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Diagnostic> {
+/// `*.yaml` and `*.yml`, sorted so results are stable. A path that cannot be read is reported
+/// beside the files that were found, so one typo does not hide the rest.
+pub fn discover(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
     let mut files = Vec::new();
+    let mut errors = Vec::new();
     for path in paths {
-        let meta = std::fs::metadata(path).map_err(|e| {
-            Diagnostic::error(path, Pos { line: 1, col: 1 }, format!("cannot read: {e}"))
-                .with_hint("check the path; flowctl takes DAG files or folders of them")
-        })?;
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) => {
+                errors.push(
+                    Diagnostic::error(path, Pos { line: 1, col: 1 }, format!("cannot read: {e}"))
+                        .with_hint("check the path; flowctl takes DAG files or folders of them"),
+                );
+                continue;
+            }
+        };
         if meta.is_dir() {
             let mut found = Vec::new();
-            walk(path, &mut found)
-                .map_err(|e| Diagnostic::error(path, Pos { line: 1, col: 1 }, format!("cannot read folder: {e}")))?;
+            if let Err(e) = walk(path, &mut found) {
+                errors.push(Diagnostic::error(path, Pos { line: 1, col: 1 }, format!("cannot read folder: {e}")));
+            }
             found.sort();
             files.extend(found);
         } else {
             files.push(path.clone());
         }
     }
-    Ok(files)
+    (files, errors)
 }
 
 fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -118,19 +127,22 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// Reads and compiles the DAG files under `paths` (see [`discover`]).
 pub fn compile_paths(paths: &[PathBuf], registry: &Registry) -> Result<Compiled, Vec<Diagnostic>> {
-    let files = discover(paths).map_err(|d| vec![d])?;
+    let (files, mut errors) = discover(paths);
     let mut sources = Vec::with_capacity(files.len());
-    let mut errors = Vec::new();
     for path in files {
         match std::fs::read(&path) {
             Ok(bytes) => sources.push(SourceFile { path, bytes }),
             Err(e) => errors.push(Diagnostic::error(&path, Pos { line: 1, col: 1 }, format!("cannot read: {e}"))),
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
+    match compile(&sources, registry) {
+        Ok(compiled) if errors.is_empty() => Ok(compiled),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
     }
-    compile(&sources, registry)
 }
 
 /// Compiles DAG files: every DAG and warning, or every error of every file.
@@ -367,7 +379,10 @@ impl<'f> Checker<'f> {
         match node.as_str() {
             Some(s) => Some(s.to_string()),
             None => {
-                self.error(node.pos, format!("\"{key}\" must be a string, found {}", node.type_name()), None);
+                let hint = (node.as_map().is_some()).then_some(
+                    "a value that starts with { is a YAML mapping: put quotes around templates, e.g. \"{{ ds }}\"",
+                );
+                self.error(node.pos, format!("\"{key}\" must be a string, found {}", node.type_name()), hint);
                 None
             }
         }
@@ -1032,7 +1047,11 @@ impl<'f> Checker<'f> {
             self.error(
                 target.pos,
                 format!("operator \"{operator}\": {path} must be {}, found {}", user_type(expected), target.type_name()),
-                Some(&format!("see docs/operators/{operator}.md for its settings")),
+                Some(&if target.as_map().is_some() {
+                    "a value that starts with { is a YAML mapping: put quotes around templates, e.g. \"{{ ds }}\"".to_string()
+                } else {
+                    format!("see docs/operators/{operator}.md for its settings")
+                }),
             );
         } else {
             self.error(

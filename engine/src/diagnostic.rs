@@ -107,7 +107,8 @@ impl Diagnostic {
             let _ = writeln!(out, "{gutter} | {caret_pad}^");
         }
         if let Some(hint) = &self.hint {
-            let _ = writeln!(out, "  = hint: {hint}");
+            let gutter = " ".repeat(self.line.to_string().len());
+            let _ = writeln!(out, "{gutter} = hint: {hint}");
         }
         out
     }

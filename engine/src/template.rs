@@ -72,7 +72,10 @@ pub fn check(env: &Environment<'_>, text: &str, scope: &Scope<'_>) -> Vec<Templa
             };
             return vec![TemplateProblem {
                 message: format!("template does not parse: {detail}{line}"),
-                hint: Some("fix the {{ ... }} / {% ... %} syntax, or write {{ '{{' }} for a literal brace".into()),
+                hint: Some(
+                    "fix the {{ ... }} / {% ... %} syntax; for text that only looks like a template (a shell `${#var}`, a literal `{{`), wrap it in {% raw %}...{% endraw %}"
+                        .into(),
+                ),
             }];
         }
     };

@@ -57,7 +57,7 @@ fn plural(n: usize, word: &str) -> String {
 
 /// `flowctl validate PATH...`: compiles and reports; exit 0 when valid, 2 when not.
 pub fn validate(paths: &[PathBuf], format: OutputFormat, registry: &Registry) -> u8 {
-    let file_count = discover(paths).map(|f| f.len()).unwrap_or(0);
+    let file_count = discover(paths).0.len();
     let result = compile_paths(paths, registry);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
