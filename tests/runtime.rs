@@ -104,14 +104,24 @@ fn instant(value: &Value) -> (String, String) {
     (seconds.to_string(), format!("{fraction:0<9}"))
 }
 
-/// Asserts that `pid` is not a live process: gone, or a zombie waiting for init to reap it.
+/// Asserts that `pid` is not a live process: gone, a zombie waiting for init to reap it, or
+/// already dying (exiting, or with SIGKILL queued, which it cannot survive: a process that was
+/// just killed on a busy machine may not have been scheduled yet to exit).
 #[track_caller]
 fn assert_not_running(pid: i32) {
-    let stat = format!("/proc/{pid}/stat");
-    let Ok(text) = std::fs::read_to_string(&stat) else { return };
-    // `pid (comm) STATE ...`; comm may hold spaces, so read after the last ')'.
-    let state = text.rsplit_once(')').map(|(_, rest)| rest.trim_start()).and_then(|r| r.chars().next());
-    assert!(matches!(state, Some('Z') | Some('X')), "process {pid} is still running: {text}");
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    // `pid (comm) state ppid pgrp session tty_nr tpgid flags ...`; comm may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let zombie = matches!(fields.first(), Some(&"Z") | Some(&"X"));
+    const PF_EXITING: u64 = 0x4;
+    let exiting = fields.get(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|flags| flags & PF_EXITING != 0);
+    const SIGKILL_BIT: u64 = 1 << (9 - 1);
+    let kill_queued = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("SigPnd:").or_else(|| l.strip_prefix("ShdPnd:")))
+        .any(|mask| u64::from_str_radix(mask.trim(), 16).is_ok_and(|m| m & SIGKILL_BIT != 0));
+    assert!(zombie || exiting || kill_queued, "process {pid} is still running: {stat}\n{status}");
 }
 
 fn read_pid(path: &Path) -> i32 {
