@@ -574,8 +574,9 @@ fn bad_input_to_run_exits_2_and_says_what_to_fix() {
     assert!(run.stderr.contains("DAG \"rt_params\""), "names the DAG: {}", run.stderr);
     assert!(run.stderr.contains("expected KEY=VALUE, e.g. --param bucket=VALUE"), "{}", run.stderr);
 
-    // Neither started a run.
-    assert_eq!(cmd.json(["status", "rt_params", "--output", "json"]), serde_json::json!([]));
+    // Neither started a run, nor stored the file as a DAG.
+    assert_eq!(cmd.json(["status", "--output", "json"]), serde_json::json!([]));
+    cmd.run(["apply", &file]).expect_code(0);
 
     let run = cmd.run(["run", "rt_parms"]);
     run.expect_code(2);
@@ -689,7 +690,7 @@ fn secrets_are_masked_everywhere() {
     // The task did receive the secret: masked in the rendered settings and in its output.
     let log = cmd.run(["logs", "rt_secrets", &id, "show"]);
     log.expect_code(0);
-    let settings = r#"flowctl:   "command": "echo \"templated ***\"\necho \"from the shell $DB_PASSWORD\"\n","#;
+    let settings = r#"flowctl:   "command": "echo \"templated ***\"\necho \"from the shell $DB_PASSWORD\"\necho \"dsn=postgres://app:$DB_PASSWORD@db/loans\" >> \"$FLOWCTL_OUTPUT\"\n","#;
     assert!(log.stdout.contains(settings), "{}", log.stdout);
     assert!(log.stdout.contains("flowctl:     \"PGPASSWORD\": \"***\""), "{}", log.stdout);
     assert_eq!(output_lines(&log.stdout), ["templated ***", "from the shell ***"], "{}", log.stdout);
@@ -697,6 +698,8 @@ fn secrets_are_masked_everywhere() {
 
     // The failing task's error carries its stderr, masked.
     let json = run_json(&cmd, "rt_secrets", &id);
+    // An output that holds the secret is stored masked.
+    assert_eq!(task(&json, "show")["outputs"]["dsn"], "postgres://app:***@db/loans");
     assert_eq!(task(&json, "leak")["error"], "command exited with code 4; last lines of stderr:\nconnecting with ***");
     let log = cmd.run(["logs", "rt_secrets", &id, "leak"]);
     log.expect_code(0);

@@ -479,6 +479,8 @@ impl RunLoop {
         let task = &self.dag.tasks[i];
         let (event, error) = match result {
             AttemptResult::Done(Ok(Outcome::Success { outputs })) => {
+                // The store and everything that reads it never hold a secret, outputs included.
+                let outputs = mask_outputs(&masker, outputs);
                 if !outputs.is_empty() {
                     Arc::make_mut(&mut self.outputs).insert(task.id.clone(), outputs.clone());
                 }
@@ -486,7 +488,7 @@ impl RunLoop {
                 (TaskEvent::Succeeded, None)
             }
             AttemptResult::Done(Ok(Outcome::Skipped { reason, outputs })) => {
-                self.instances[i].outputs = outputs;
+                self.instances[i].outputs = mask_outputs(&masker, outputs);
                 (TaskEvent::Skipped, Some(reason))
             }
             AttemptResult::Cancelled | AttemptResult::Done(Err(_)) if self.run.note.is_some() => {
@@ -689,6 +691,13 @@ async fn run_attempt(
             let _ = tokio::time::timeout(OPERATOR_STOP_DEADLINE, &mut future).await;
             AttemptResult::Cancelled
         }
+    }
+}
+
+fn mask_outputs(masker: &Masker, outputs: Outputs) -> Outputs {
+    match masker.mask_json(&Value::Object(outputs)) {
+        Value::Object(masked) => masked,
+        _ => Outputs::new(),
     }
 }
 

@@ -34,17 +34,18 @@ pub struct RunArgs {
     pub parallelism: u16,
 }
 
-/// Finds the DAG to run: a file is compiled and applied; an id is read from the store.
-pub fn resolve_dag(home: &Home, target: &str, registry: &Registry) -> Result<(Arc<Dag>, u64), CommandError> {
+/// Finds the DAG to run: a file is compiled (and applied by the caller once the run's arguments
+/// are known to be good, so a bad `--param` stores nothing); an id is read from the store, with its
+/// version.
+pub fn resolve_dag(home: &Home, target: &str, registry: &Registry) -> Result<(Arc<Dag>, Option<u64>), CommandError> {
     let path = Path::new(target);
     let looks_like_file = path.is_file() || target.ends_with(".yaml") || target.ends_with(".yml");
     if looks_like_file {
         let compiled = compile_paths(&[path.to_path_buf()], registry).map_err(CommandError::Invalid)?;
         let dag = compiled.dags.into_iter().next().ok_or_else(|| CommandError::usage(format!("{target} holds no DAG")))?;
-        let (version, _) = store_version(home.store(), &dag)?;
-        return Ok((Arc::new(dag), version));
+        return Ok((Arc::new(dag), None));
     }
-    load_applied(home.store(), target, registry)
+    load_applied(home.store(), target, registry).map(|(dag, version)| (dag, Some(version)))
 }
 
 /// The latest applied version of a DAG, compiled.
@@ -176,6 +177,10 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
     };
     let params = run_params(&dag, &args.params)?;
     let date = logical_date(&dag, args.date.as_deref())?;
+    let version = match version {
+        Some(v) => v,
+        None => store_version(home.store(), &dag)?.0,
+    };
     let run = create_run(home.store(), &dag, version, Trigger::Manual, date, params)?;
 
     let masker = Masker::from_env();
