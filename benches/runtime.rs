@@ -7,6 +7,9 @@
 //! (c) a fan-out of 1,000 shell `/bin/true` tasks: at least 500 tasks/s;
 //! (d) peak RSS of (b) and (c): at most 100 MB.
 //!
+//! (b) also measures, in the same run, what 10,000 durable flushes of the store cost on their own:
+//! one flush per hand-off is the floor that durable state sets.
+//!
 //! Each scenario runs in a child copy of this program, so the peak RSS read from
 //! `getrusage(RUSAGE_CHILDREN)` is that scenario's `flowctl` process alone.
 
@@ -67,6 +70,28 @@ fn scenario(name: &str) {
     println!("{} {}", elapsed.as_secs_f64(), usage.max_rss());
 }
 
+/// The durability floor of (b): 10,000 steps of what a noop hand-off writes (two task records)
+/// followed by one flush each, through the same store, on the same disk.
+fn flush_floor() -> Duration {
+    use flowctl_engine::lifecycle::TaskState;
+    use flowctl_engine::state::{Store, TaskInstance};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("store")).expect("store");
+    let mut done = TaskInstance::new("t0", 1);
+    done.state = TaskState::Success;
+    let mut next = TaskInstance::new("t1", 1);
+    next.state = TaskState::Running;
+    let start = Instant::now();
+    for i in 0..10_000 {
+        done.task_id = format!("t{i}");
+        next.task_id = format!("t{}", i + 1);
+        store.put_task("noop10k", "run", &done).expect("write");
+        store.put_task("noop10k", "run", &next).expect("write");
+        store.flush().expect("flush");
+    }
+    start.elapsed()
+}
+
 fn sh_loop() -> Duration {
     let start = Instant::now();
     let status = Command::new("sh")
@@ -108,6 +133,9 @@ fn main() {
     let floor = floors[REPEATS / 2].as_secs_f64();
     let (chain_s, chain_rss) = measure("chain100");
     let (noop_s, noop_rss) = measure("noop10k");
+    let mut floors_b: Vec<Duration> = (0..REPEATS).map(|_| flush_floor()).collect();
+    floors_b.sort();
+    let floor_b = floors_b[REPEATS / 2].as_secs_f64();
     let (fan_s, fan_rss) = measure("fanout1000");
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!("medians of {REPEATS} runs, release build, durable state on");
@@ -117,6 +145,12 @@ fn main() {
         mib(chain_rss)
     );
     println!("(b) chain of 10,000 noop tasks: {noop_s:.3} s (goal <= 1 s); {:.0} tasks/s", 10_000.0 / noop_s);
+    println!(
+        "    of which the durability floor, 10,000 store writes + flushes alone: {floor_b:.3} s ({:.0} us each); engine overhead {:.3} s ({:.0} us per task)",
+        floor_b * 100.0,
+        noop_s - floor_b,
+        (noop_s - floor_b) * 100.0
+    );
     println!("(c) fan-out of 1,000 shell tasks: {fan_s:.3} s, {:.0} tasks/s (goal >= 500)", 1000.0 / fan_s);
     println!("(d) peak RSS: (b) {:.1} MiB, (c) {:.1} MiB (goal <= 100 MB)", mib(noop_rss), mib(fan_rss));
 }

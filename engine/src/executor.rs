@@ -85,6 +85,15 @@ pub enum ExecError {
     Store(#[from] StoreError),
 }
 
+/// A run that has ended, with its task instances in the DAG's order.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The run's final record.
+    pub run: DagRun,
+    /// Every task instance, in the DAG's task order.
+    pub instances: Vec<TaskInstance>,
+}
+
 /// Shared by every run of one process: the store, operators, logs, masking and limits.
 pub struct Executor {
     store: Store,
@@ -176,14 +185,15 @@ impl Executor {
     }
 
     /// Runs `run` of `dag` until every task has settled, or until `cancel` fires and the running
-    /// attempts have stopped. Task instances already in the store are resumed as they are.
+    /// attempts have stopped. Task instances already in the store are resumed as they are; a task
+    /// with no stored record has not started.
     pub async fn execute(
         self: &Arc<Self>,
         dag: Arc<Dag>,
         run: DagRun,
         cancel: CancellationToken,
         progress: Arc<dyn Fn(Progress) + Send + Sync>,
-    ) -> Result<DagRun, ExecError> {
+    ) -> Result<Finished, ExecError> {
         let stored: HashMap<String, TaskInstance> = self
             .store
             .task_instances(&run.dag_id, &run.run_id)?
@@ -272,7 +282,7 @@ struct RunLoop {
 }
 
 impl RunLoop {
-    async fn run_to_end(&mut self, mut rx: mpsc::UnboundedReceiver<Event>) -> Result<DagRun, ExecError> {
+    async fn run_to_end(&mut self, mut rx: mpsc::UnboundedReceiver<Event>) -> Result<Finished, ExecError> {
         (self.progress)(Progress::RunStarted { total: self.instances.len() });
         if self.run.state != RunState::Running {
             self.run.state = RunState::Running;
@@ -313,7 +323,7 @@ impl RunLoop {
         self.instances.iter().all(|ti| ti.state.is_terminal())
     }
 
-    fn finish(&mut self) -> Result<DagRun, ExecError> {
+    fn finish(&mut self) -> Result<Finished, ExecError> {
         let leaf_failed = self.instances.iter().enumerate().any(|(i, ti)| {
             self.downstream[i].is_empty() && matches!(ti.state, TaskState::Failed | TaskState::UpstreamFailed)
         });
@@ -321,7 +331,7 @@ impl RunLoop {
         self.run.end = Some(Utc::now());
         self.exec.store.write(&[Write::Run(self.run.clone())])?;
         (self.progress)(Progress::RunFinished { state: self.run.state });
-        Ok(self.run.clone())
+        Ok(Finished { run: self.run.clone(), instances: std::mem::take(&mut self.instances) })
     }
 
     /// Picks up where the stored state left off: retries that are due, tasks whose upstream

@@ -32,7 +32,7 @@ use std::path::Path;
 pub use apply::{apply, source_hash, store_version, Change};
 pub use inspect::{graph, schema, validate, GraphFormat, OutputFormat};
 pub use logs::logs;
-pub use run::{create_run, load_applied, load_version, logical_date, run, run_params, summary, RunArgs};
+pub use run::{all_instances, create_run, load_applied, load_version, logical_date, run, run_params, summary, RunArgs};
 pub use status::status;
 
 use crate::diagnostic::Diagnostic;

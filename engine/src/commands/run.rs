@@ -127,7 +127,8 @@ impl ZeroNanos for DateTime<Utc> {
     }
 }
 
-/// Creates a run of `dag` (queued, every task instance not started) and stores it durably.
+/// Creates a run of `dag` (queued) and stores it durably. Task instances get a record when they
+/// first change; until then they have not started.
 pub fn create_run(
     store: &Store,
     dag: &Dag,
@@ -152,15 +153,7 @@ pub fn create_run(
         end: None,
         note: None,
     };
-    let mut writes = vec![Write::Run(run.clone())];
-    for task in &dag.tasks {
-        writes.push(Write::Task {
-            dag_id: dag.id.clone(),
-            run_id: run.run_id.clone(),
-            instance: TaskInstance::new(&task.id, task.retry.retries + 1),
-        });
-    }
-    store.write(&writes)?;
+    store.write(&[Write::Run(run.clone())])?;
     Ok(run)
 }
 
@@ -220,7 +213,7 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
     executor.sync_logs();
     display.finish();
 
-    let instances = home.store().task_instances(&finished.dag_id, &finished.run_id)?;
+    let crate::executor::Finished { run: finished, instances } = finished;
     out!("{}", summary(&dag, &instances));
     let elapsed = match (finished.start, finished.end) {
         (Some(s), Some(e)) => duration((e - s).to_std().unwrap_or_default()),
@@ -231,12 +224,30 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
     Ok(if finished.state == RunState::Success { exit::OK } else { exit::RUN_FAILED })
 }
 
+/// Every task of `dag` in its order, with its stored record or, for a task that has not
+/// started, a fresh one.
+pub fn all_instances(dag: &Dag, stored: Vec<TaskInstance>) -> Vec<TaskInstance> {
+    let mut by_id: std::collections::HashMap<String, TaskInstance> =
+        stored.into_iter().map(|ti| (ti.task_id.clone(), ti)).collect();
+    dag.tasks
+        .iter()
+        .map(|t| by_id.remove(&t.id).unwrap_or_else(|| TaskInstance::new(&t.id, t.retry.retries + 1)))
+        .collect()
+}
+
 /// The closing table: each task's state, tries, duration, and the first line of its error.
 pub fn summary(dag: &Dag, instances: &[TaskInstance]) -> String {
     let mut table = Table::new(&["TASK", "STATE", "TRIES", "DURATION", "ERROR"]);
     let by_id: std::collections::HashMap<&str, &TaskInstance> = instances.iter().map(|ti| (ti.task_id.as_str(), ti)).collect();
     for task in &dag.tasks {
-        let Some(ti) = by_id.get(task.id.as_str()) else { continue };
+        let fresh;
+        let ti = match by_id.get(task.id.as_str()) {
+            Some(ti) => *ti,
+            None => {
+                fresh = TaskInstance::new(&task.id, task.retry.retries + 1);
+                &fresh
+            }
+        };
         let took = match (ti.start, ti.end) {
             (Some(s), Some(e)) if ti.try_number > 0 => duration((e - s).to_std().unwrap_or_default()),
             _ => "-".into(),

@@ -137,14 +137,20 @@ fn tasks(store: &Store, dag_id: &str, run_id: &str, format: OutputFormat, regist
             suggestion(run_id, known.iter().map(String::as_str))
         )));
     };
-    let instances = store.task_instances(dag_id, run_id)?;
+    let stored = store.task_instances(dag_id, run_id)?;
+    // Tasks in the order of the DAG version the run used, with those not started yet; if that
+    // version no longer compiles (an operator left this build), the stored records alone.
+    let dag = super::run::load_version(store, dag_id, run.dag_version, registry).ok();
+    let instances = match &dag {
+        Some(dag) => super::run::all_instances(dag, stored),
+        None => stored,
+    };
     if format == OutputFormat::Json {
         return Ok(format!("{}\n", serde_json::to_string_pretty(&json!({"run": run, "tasks": instances})).unwrap_or_default()));
     }
-    // Tasks in the order of the DAG version the run used; fall back to stored order.
-    let body = match super::run::load_version(store, dag_id, run.dag_version, registry) {
-        Ok(dag) => summary(&dag, &instances),
-        Err(_) => {
+    let body = match &dag {
+        Some(dag) => summary(dag, &instances),
+        None => {
             let mut table = Table::new(&["TASK", "STATE", "TRIES", "ERROR"]);
             for ti in &instances {
                 table.row(vec![
