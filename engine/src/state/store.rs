@@ -264,6 +264,12 @@ impl Store {
             .collect()
     }
 
+    /// Opens (creating if needed) a tree of its own for a feature that keeps its own records
+    /// (alert deliveries, schedules), in the same store and under the same flush.
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        self.db.open_tree(name).map_err(|e| self.sled(e))
+    }
+
     /// The size of the store on disk, in bytes.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
