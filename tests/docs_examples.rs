@@ -1,5 +1,6 @@
 //! The documentation's examples must stay true: every whole DAG shown in `docs/**/*.md` compiles,
-//! and `docs/schema.json` is what `flowctl schema` prints today.
+//! every DAG in `dags/examples/` runs and succeeds, and `docs/schema.json` is what `flowctl schema`
+//! prints today.
 
 mod util;
 
@@ -146,6 +147,37 @@ fn schema_json_matches_flowctl_schema() {
         normalize(&committed) == normalize(&run.stdout),
         "docs/schema.json is out of date with the DAG format: run `flowctl schema > docs/schema.json` and commit it"
     );
+}
+
+/// The example DAGs are meant to be run as they are: each must succeed with nothing but the binary.
+#[test]
+fn every_example_dag_runs_and_succeeds() {
+    let (_home, cmd) = util::setup();
+    let dir = util::repo_root().join("dags/examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("folder entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "expected the example DAGs in {}", dir.display());
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        assert!(
+            text.starts_with("# yaml-language-server: $schema=../../docs/schema.json\n"),
+            "{} must start with the yaml-language-server schema line",
+            file.display()
+        );
+        let run = cmd.run(["run".as_ref(), file.as_os_str(), "--date".as_ref(), "2024-03-01".as_ref()]);
+        assert_eq!(
+            run.code,
+            0,
+            "{} does not run successfully:\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            file.display(),
+            run.stdout,
+            run.stderr
+        );
+    }
 }
 
 #[test]
