@@ -85,6 +85,22 @@ pub enum ExecError {
     Store(#[from] StoreError),
 }
 
+/// How a run is told to stop.
+#[derive(Debug, Clone, Default)]
+pub struct RunControl {
+    /// The user cancelled the run: its attempts stop and it fails, "cancelled by the user".
+    pub cancel: CancellationToken,
+    /// The process is shutting down: nothing new starts, running attempts may finish; the run
+    /// stays running in the store and resumes at the next start.
+    pub drain: CancellationToken,
+    /// The shutdown grace period is over: running attempts stop now and count as interrupted
+    /// (retried by their policy at the next start).
+    pub halt: CancellationToken,
+}
+
+/// The error of an attempt that was running when flowctl stopped.
+pub const INTERRUPTED: &str = "interrupted: flowctl stopped";
+
 /// A run that has ended, with its task instances in the DAG's order.
 #[derive(Debug, Clone)]
 pub struct Finished {
@@ -184,14 +200,16 @@ impl Executor {
         slots.entry(dag.id.clone()).or_insert_with(|| Arc::new(Semaphore::new(dag.max_active_tasks as usize))).clone()
     }
 
-    /// Runs `run` of `dag` until every task has settled, or until `cancel` fires and the running
-    /// attempts have stopped. Task instances already in the store are resumed as they are; a task
-    /// with no stored record has not started.
+    /// Runs `run` of `dag` until every task has settled, or until `control` stops it. Task
+    /// instances already in the store are resumed as they are: a task with no stored record has
+    /// not started; an attempt recorded as running belonged to a process that stopped, so it
+    /// reattaches to its external job if it recorded one, and otherwise counts as interrupted.
+    /// The returned run is still `Running` when a drain stopped it before it ended.
     pub async fn execute(
         self: &Arc<Self>,
         dag: Arc<Dag>,
         run: DagRun,
-        cancel: CancellationToken,
+        control: RunControl,
         progress: Arc<dyn Fn(Progress) + Send + Sync>,
     ) -> Result<Finished, ExecError> {
         let stored: HashMap<String, TaskInstance> = self
@@ -242,13 +260,17 @@ impl Executor {
             facts,
             work_dir,
             ready: VecDeque::new(),
+            reattach: VecDeque::new(),
             running: 0,
             waiting_for_permits: false,
             pending: Vec::new(),
             run_dirty: true,
             to_start: Vec::new(),
             tx,
-            cancel,
+            attempts: CancellationToken::new(),
+            control,
+            draining: false,
+            halting: false,
             progress,
         };
         state.run_to_end(rx).await
@@ -268,6 +290,9 @@ struct RunLoop {
     slots: Slots,
     /// Scheduled tasks waiting for a slot, in the order they became ready.
     ready: VecDeque<usize>,
+    /// Attempts of a stopped process that recorded an external job, waiting for a slot to
+    /// reattach to it.
+    reattach: VecDeque<usize>,
     running: usize,
     waiting_for_permits: bool,
     /// Task indices changed in this step, written in one batch.
@@ -277,7 +302,13 @@ struct RunLoop {
     /// Attempts to start once this step's batch is durable.
     to_start: Vec<(usize, OwnedSemaphorePermit, OwnedSemaphorePermit)>,
     tx: mpsc::UnboundedSender<Event>,
-    cancel: CancellationToken,
+    control: RunControl,
+    /// The parent of every attempt's cancellation token: fired on a user cancel or a halt.
+    attempts: CancellationToken,
+    /// Shutting down: start nothing new.
+    draining: bool,
+    /// Shutting down now: running attempts were stopped.
+    halting: bool,
     progress: Arc<dyn Fn(Progress) + Send + Sync>,
 }
 
@@ -296,9 +327,20 @@ impl RunLoop {
             }
             let event = tokio::select! {
                 event = rx.recv() => event,
-                _ = self.cancel.cancelled(), if self.run.note.is_none() => {
+                _ = self.control.cancel.cancelled(), if self.run.note.is_none() => {
                     self.on_cancel();
+                    self.attempts.cancel();
                     self.commit()?;
+                    continue;
+                }
+                _ = self.control.drain.cancelled(), if !self.draining => {
+                    self.draining = true;
+                    continue;
+                }
+                _ = self.control.halt.cancelled(), if !self.halting => {
+                    self.draining = true;
+                    self.halting = true;
+                    self.attempts.cancel();
                     continue;
                 }
             };
@@ -316,14 +358,21 @@ impl RunLoop {
         if self.running > 0 {
             return false;
         }
-        if self.run.note.is_some() {
-            // Cancelled: nothing new starts; done once the running attempts have stopped.
+        if self.run.note.is_some() || self.draining {
+            // Cancelled or shutting down: nothing new starts; done once the running attempts have
+            // stopped.
             return true;
         }
         self.instances.iter().all(|ti| ti.state.is_terminal())
     }
 
     fn finish(&mut self) -> Result<Finished, ExecError> {
+        let all_settled = self.instances.iter().all(|ti| ti.state.is_terminal());
+        if self.draining && self.run.note.is_none() && !all_settled {
+            // Shutting down: the run stays running and resumes at the next start.
+            self.exec.store.write(&[Write::Run(self.run.clone())])?;
+            return Ok(Finished { run: self.run.clone(), instances: std::mem::take(&mut self.instances) });
+        }
         let leaf_failed = self.instances.iter().enumerate().any(|(i, ti)| {
             self.downstream[i].is_empty() && matches!(ti.state, TaskState::Failed | TaskState::UpstreamFailed)
         });
@@ -342,10 +391,28 @@ impl RunLoop {
                 TaskState::Scheduled => self.ready.push_back(i),
                 TaskState::UpForRetry => self.schedule_retry(i),
                 TaskState::None => self.evaluate(i),
+                TaskState::Running if self.instances[i].external_job.is_some() => self.reattach.push_back(i),
+                TaskState::Running => self.interrupted(i),
                 _ => {}
             }
         }
         self.fill_slots();
+    }
+
+    /// An attempt recorded as running whose process stopped: whatever it left behind is killed
+    /// (so it can never run beside its retry), and it fails as interrupted, retried by its policy.
+    fn interrupted(&mut self, i: usize) {
+        let ti = &self.instances[i];
+        let id = crate::process::attempt_id(&self.run.dag_id, &self.run.run_id, &ti.task_id, ti.try_number);
+        let killed = crate::process::kill_tagged(&id);
+        if killed > 0 {
+            tracing::warn!(attempt = %id, killed, "killed processes left by an interrupted attempt");
+        }
+        // As if the attempt had just reported its failure.
+        self.running += 1;
+        let started = ti.start.map_or(Duration::ZERO, |s| (Utc::now() - s).to_std().unwrap_or_default());
+        let try_number = ti.try_number;
+        self.on_finished(i, try_number, AttemptResult::Done(Err(TaskError::retryable(INTERRUPTED))), started);
     }
 
     fn apply(&mut self, i: usize, event: TaskEvent) -> bool {
@@ -397,8 +464,22 @@ impl RunLoop {
     }
 
     fn fill_slots(&mut self) {
-        if self.run.note.is_some() {
+        if self.run.note.is_some() || self.draining {
             return;
+        }
+        while let Some(&i) = self.reattach.front() {
+            match self.slots.try_take() {
+                Some((dag, global)) => {
+                    self.reattach.pop_front();
+                    // Same try, same state: the attempt picks up the job it recorded.
+                    self.running += 1;
+                    self.to_start.push((i, dag, global));
+                }
+                None => {
+                    self.wait_for_permits();
+                    return;
+                }
+            }
         }
         while !self.ready.is_empty() {
             match self.slots.try_take() {
@@ -448,10 +529,16 @@ impl RunLoop {
         match event {
             Event::Permits(dag, global) => {
                 self.waiting_for_permits = false;
-                match self.ready.pop_front() {
-                    Some(i) if self.run.note.is_none() => self.begin(i, dag, global),
-                    Some(i) => self.ready.push_front(i),
-                    None => {}
+                let stopped = self.run.note.is_some() || self.draining;
+                if let (false, Some(i)) = (stopped, self.reattach.pop_front()) {
+                    self.running += 1;
+                    self.to_start.push((i, dag, global));
+                } else {
+                    match self.ready.pop_front() {
+                        Some(i) if !stopped => self.begin(i, dag, global),
+                        Some(i) => self.ready.push_front(i),
+                        None => {}
+                    }
                 }
                 self.fill_slots();
             }
@@ -503,6 +590,9 @@ impl RunLoop {
             }
             AttemptResult::Cancelled | AttemptResult::Done(Err(_)) if self.run.note.is_some() => {
                 (TaskEvent::Cancelled, self.run.note.clone())
+            }
+            AttemptResult::Cancelled | AttemptResult::Done(Err(_)) if self.halting => {
+                self.failure_event(i, ErrorKind::Retryable, INTERRUPTED.to_string())
             }
             AttemptResult::Cancelled => (TaskEvent::Cancelled, Some("cancelled".into())),
             AttemptResult::TimedOut(limit) => {
@@ -613,7 +703,7 @@ impl RunLoop {
         (self.progress)(Progress::AttemptStarted { task_id: task.id.clone(), try_number, max_tries });
         let exec = self.exec.clone();
         let log = Arc::new(exec.logs.open(attempt_log_path(&exec.logs_dir, &self.run.dag_id, &self.run.run_id, &task.id, try_number)));
-        let cancel = self.cancel.child_token();
+        let cancel = self.attempts.child_token();
         let jobs = Arc::new(LoopJobs { tx: self.tx.clone(), index: i, try_number });
         let ctx = TaskContext {
             dag_id: self.run.dag_id.clone(),
@@ -628,6 +718,7 @@ impl RunLoop {
             external_jobs: jobs,
             secrets: exec.secret_values.clone(),
             work_dir: self.work_dir.clone(),
+            attempt_id: crate::process::attempt_id(&self.run.dag_id, &self.run.run_id, &task.id, try_number),
         };
         let facts = self.facts.clone();
         let outputs = self.outputs.clone();

@@ -22,6 +22,7 @@ pub mod state;
 pub mod secrets;
 pub mod render;
 pub mod logs;
+pub mod process;
 pub mod executor;
 pub mod compile;
 pub mod schema;

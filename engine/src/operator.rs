@@ -171,6 +171,10 @@ pub struct TaskContext {
     /// A scratch folder for this run (`work/<dag>/<run>/`); operators name their files after the
     /// task and try so attempts never collide.
     pub work_dir: std::path::PathBuf,
+    /// A unique id of this attempt (`dag/run/task/try`). Operators that start processes put it in
+    /// their environment as `FLOWCTL_ATTEMPT_ID`, so processes left behind by a stopped flowctl
+    /// can be found and killed before the attempt is retried.
+    pub attempt_id: String,
 }
 
 impl fmt::Debug for TaskContext {

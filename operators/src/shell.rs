@@ -119,6 +119,9 @@ async fn run(config: ShellConfig, ctx: TaskContext) -> Result<Outcome, TaskError
         .env("FLOWCTL_TASK_ID", &ctx.task_id)
         .env("FLOWCTL_TRY_NUMBER", ctx.try_number.to_string())
         .env("FLOWCTL_LOGICAL_DATE", ctx.logical_date.to_rfc3339())
+        // Every process of the attempt carries its id, so a restarted flowctl can find what a
+        // stopped one left behind (see flowctl_engine::process).
+        .env(flowctl_engine::process::ATTEMPT_ENV, &ctx.attempt_id)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -129,6 +132,7 @@ async fn run(config: ShellConfig, ctx: TaskContext) -> Result<Outcome, TaskError
     if let Some(cwd) = &config.cwd {
         command.current_dir(cwd);
     }
+    die_with_parent(&mut command);
     let mut child = command.spawn().map_err(|e| {
         let program = config.argv.as_ref().map_or("sh", |a| a[0].as_str());
         let kind = if e.kind() == std::io::ErrorKind::NotFound { "not found" } else { "cannot be started" };
@@ -194,6 +198,26 @@ async fn run(config: ShellConfig, ctx: TaskContext) -> Result<Outcome, TaskError
             };
             Err(TaskError::retryable(message))
         }
+    }
+}
+
+/// Asks the kernel to SIGKILL the command when flowctl dies, so a crashed flowctl leaves no
+/// running command behind to run a second time beside its retry.
+fn die_with_parent(command: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed; prctl(PR_SET_PDEATHSIG) and getppid are plain system calls that allocate
+    // nothing and take no locks.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // flowctl may have died before the line above ran: then no signal will come.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other("flowctl exited while starting the command"));
+            }
+            Ok(())
+        });
     }
 }
 

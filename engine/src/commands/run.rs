@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio_util::sync::CancellationToken;
 
 use super::apply::store_version;
 use super::inspect::print_diagnostics;
@@ -188,7 +187,8 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
         .enable_all()
         .build()
         .map_err(|e| CommandError::usage(format!("cannot start the async runtime: {e}")))?;
-    let cancel = CancellationToken::new();
+    let control = crate::executor::RunControl::default();
+    let cancel = control.cancel.clone();
     let finished = runtime.block_on(async {
         // Listen for Ctrl-C before any task starts: creating the stream installs the handler at
         // once, where `ctrl_c()` would only when first polled, after a task may already show as
@@ -206,7 +206,7 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
             }
         });
         let on_progress = display.clone();
-        let result = executor.execute(dag.clone(), run, cancel, Arc::new(move |p| on_progress.update(&p))).await;
+        let result = executor.execute(dag.clone(), run, control, Arc::new(move |p| on_progress.update(&p))).await;
         ctrl_c.abort();
         result
     })?;
