@@ -313,7 +313,7 @@ fn failed_attempts_are_retried_until_the_tries_run_out() {
         assert_eq!(output_lines(&log.stdout), expected, "{}", log.stdout);
         // Whatever the outcome, the last line of the log is flowctl's end line, alone on its line.
         let last = log.stdout.lines().last().unwrap_or_default();
-        let state = if n < 3 { "failed: command exited with code 3; last lines of stderr:" } else { "success" };
+        let state = if n < 3 { format!("failed: command exited with code 3: not yet: attempt {n}") } else { "success".to_string() };
         let end = format!(" flowctl: attempt {n} ended: {state}");
         assert!(last.ends_with(&end), "attempt {n} ends with {last:?}:\n{}", log.stdout);
     }
@@ -324,7 +324,7 @@ fn failed_attempts_are_retried_until_the_tries_run_out() {
     assert_eq!(tries(broken), ("failed", 3, 3), "{broken:#}");
     assert_eq!(
         broken["error"],
-        "command exited with code 7; last lines of stderr:\nfirst stderr line\nlast stderr line of try 3",
+        "command exited with code 7: last stderr line of try 3\nlast lines of stderr:\nfirst stderr line\nlast stderr line of try 3",
         "{broken:#}"
     );
     let latest = cmd.run(["logs", "rt_retries", &id, "broken"]);
@@ -700,7 +700,7 @@ fn secrets_are_masked_everywhere() {
     let json = run_json(&cmd, "rt_secrets", &id);
     // An output that holds the secret is stored masked.
     assert_eq!(task(&json, "show")["outputs"]["dsn"], "postgres://app:***@db/loans");
-    assert_eq!(task(&json, "leak")["error"], "command exited with code 4; last lines of stderr:\nconnecting with ***");
+    assert_eq!(task(&json, "leak")["error"], "command exited with code 4: connecting with ***");
     let log = cmd.run(["logs", "rt_secrets", &id, "leak"]);
     log.expect_code(0);
     assert_eq!(output_lines(&log.stdout), ["connecting with ***"], "{}", log.stdout);

@@ -34,9 +34,10 @@ use crate::trigger::{decide, Decision, UpstreamCounts};
 /// The global limit on running attempts when none is configured (Airflow's default).
 pub const DEFAULT_PARALLELISM: u16 = 32;
 
-/// How long an operator gets to stop after its cancellation token fires, beyond its own grace
-/// period, before the engine stops waiting for it.
-const OPERATOR_STOP_DEADLINE: Duration = Duration::from_secs(30);
+/// How long an operator gets to stop after its cancellation token fires before the engine stops
+/// waiting for it. Longer than any grace period an operator allows (shell caps its own at 5
+/// minutes), so a well-behaved operator always finishes its own clean-up.
+const OPERATOR_STOP_DEADLINE: Duration = Duration::from_secs(360);
 
 /// What the executor tells whoever watches a run (progress bars, the server's event stream).
 #[derive(Debug, Clone)]

@@ -17,8 +17,15 @@ use chrono::{SecondsFormat, Utc};
 use crate::operator::LogSink;
 use crate::secrets::Masker;
 
-/// The words that start the last line of an attempt log.
+/// The words that start the last line of an attempt log, before its number.
 pub const ATTEMPT_END_MARKER: &str = " flowctl: attempt ";
+
+/// Whether `line` is the last line of an attempt log: ` flowctl: attempt N ended: STATE`.
+pub fn is_end_line(line: &str) -> bool {
+    line.split_once(ATTEMPT_END_MARKER)
+        .and_then(|(_, rest)| rest.split_once(' '))
+        .is_some_and(|(number, rest)| number.parse::<u32>().is_ok() && rest.starts_with("ended: "))
+}
 
 enum Op {
     Open { id: u64, path: PathBuf },

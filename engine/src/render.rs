@@ -79,7 +79,9 @@ fn render_at(env: &Environment<'_>, value: &Value, ctx: &minijinja::Value, path:
     Ok(match value {
         Value::String(s) if is_template(s) => Value::String(env.render_str(s, ctx).map_err(|e| {
             let detail = e.detail().map_or_else(|| e.kind().to_string(), str::to_string);
-            format!("cannot render {path}: {detail}")
+            // Name the expression that failed (`params.nope`), not just "undefined value".
+            let at = e.range().and_then(|r| s.get(r)).map(|expr| format!(" in `{}`", expr.trim())).unwrap_or_default();
+            format!("cannot render {path}: {detail}{at}")
         })?),
         Value::Array(items) => Value::Array(
             items

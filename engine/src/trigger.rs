@@ -65,24 +65,22 @@ pub fn decide(rule: TriggerRule, c: UpstreamCounts) -> Decision {
     }
     match rule {
         TriggerRule::Always => Run,
-        // `one_*` rules fire as soon as one upstream task gives them reason to.
+        // As soon as one upstream outcome makes the answer certain, decide: Airflow marks an
+        // all_success task upstream_failed the moment one upstream task fails, without waiting
+        // for the slow siblings, and fires one_success at the first success.
         TriggerRule::OneSuccess if c.success > 0 => Run,
         TriggerRule::OneFailed if failures > 0 => Run,
-        _ if !all_done => Wait,
         TriggerRule::AllSuccess if failures > 0 => UpstreamFailed,
         TriggerRule::AllSuccess if c.skipped > 0 => Skip,
-        TriggerRule::AllSuccess => Run,
         TriggerRule::AllFailed if c.success > 0 || c.skipped > 0 => Skip,
-        TriggerRule::AllFailed => Run,
-        TriggerRule::AllDone => Run,
+        TriggerRule::NoneFailed | TriggerRule::NoneFailedMinOneSuccess if failures > 0 => UpstreamFailed,
+        TriggerRule::NoneSkipped if c.skipped > 0 => Skip,
+        _ if !all_done => Wait,
+        TriggerRule::AllSuccess | TriggerRule::AllFailed | TriggerRule::AllDone => Run,
         TriggerRule::OneSuccess if c.skipped == c.total => Skip,
         TriggerRule::OneSuccess => UpstreamFailed,
         TriggerRule::OneFailed => Skip,
-        TriggerRule::NoneFailed if failures > 0 => UpstreamFailed,
-        TriggerRule::NoneFailed => Run,
-        TriggerRule::NoneSkipped if c.skipped > 0 => Skip,
-        TriggerRule::NoneSkipped => Run,
-        TriggerRule::NoneFailedMinOneSuccess if failures > 0 => UpstreamFailed,
+        TriggerRule::NoneFailed | TriggerRule::NoneSkipped => Run,
         TriggerRule::NoneFailedMinOneSuccess if c.skipped == c.total => Skip,
         TriggerRule::NoneFailedMinOneSuccess => Run,
     }
@@ -123,13 +121,25 @@ mod tests {
     }
 
     #[test]
-    fn one_rules_fire_early_and_others_wait() {
-        let running = [Success, Running];
-        let c = UpstreamCounts::of(running);
+    fn certain_answers_come_early_and_others_wait() {
+        let c = UpstreamCounts::of([Success, Running]);
         assert_eq!(decide(TriggerRule::OneSuccess, c), Run);
         assert_eq!(decide(TriggerRule::AllSuccess, c), Wait);
         assert_eq!(decide(TriggerRule::OneFailed, c), Wait);
-        assert_eq!(decide(TriggerRule::OneFailed, UpstreamCounts::of([Failed, TaskState::None])), Run);
+        assert_eq!(decide(TriggerRule::AllFailed, c), Skip, "a success already rules out all_failed");
+        assert_eq!(decide(TriggerRule::NoneFailed, c), Wait);
+        assert_eq!(decide(TriggerRule::AllDone, c), Wait);
+        let c = UpstreamCounts::of([Failed, TaskState::None]);
+        assert_eq!(decide(TriggerRule::OneFailed, c), Run);
+        assert_eq!(decide(TriggerRule::AllSuccess, c), UpstreamFailed, "Airflow does not wait for the sibling");
+        assert_eq!(decide(TriggerRule::NoneFailed, c), UpstreamFailed);
+        assert_eq!(decide(TriggerRule::NoneFailedMinOneSuccess, c), UpstreamFailed);
+        assert_eq!(decide(TriggerRule::NoneSkipped, c), Wait);
+        assert_eq!(decide(TriggerRule::AllFailed, c), Wait);
+        let c = UpstreamCounts::of([Skipped, Running]);
+        assert_eq!(decide(TriggerRule::AllSuccess, c), Skip);
+        assert_eq!(decide(TriggerRule::NoneSkipped, c), Skip);
+        assert_eq!(decide(TriggerRule::NoneFailedMinOneSuccess, c), Wait, "the other may still succeed");
         assert_eq!(decide(TriggerRule::Always, UpstreamCounts::of([TaskState::None, TaskState::None])), Run);
     }
 

@@ -22,6 +22,9 @@ use tokio::process::Command;
 
 /// How long a command gets between SIGTERM and SIGKILL when none is set.
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// The longest grace period a command gets (the engine waits a little longer than this for the
+/// operator to report).
+const MAX_GRACE: Duration = Duration::from_secs(300);
 /// How many stderr lines a failure's error carries.
 const STDERR_TAIL_LINES: usize = 20;
 
@@ -68,8 +71,11 @@ impl Operator for Shell {
         }?;
         if let Some(grace) = &config.grace_period {
             if !flowctl_engine::template::is_template(grace) {
-                humantime::parse_duration(grace)
+                let parsed = humantime::parse_duration(grace)
                     .map_err(|e| ConfigError::new("grace_period", format!("invalid duration \"{grace}\": {e}")))?;
+                if parsed > MAX_GRACE {
+                    return Err(ConfigError::new("grace_period", format!("{grace} is longer than the 5m a command may take to stop")));
+                }
             }
         }
         Ok(())
@@ -191,10 +197,12 @@ async fn run(config: ShellConfig, ctx: TaskContext) -> Result<Outcome, TaskError
                 Ended::Signal(signal) => format!("command was killed by signal {signal}"),
             };
             let tail: Vec<String> = stderr_tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
-            let message = if tail.is_empty() {
-                what
-            } else {
-                format!("{what}; last lines of stderr:\n{}", tail.join("\n"))
+            // The first line says what failed in a few words (progress lines and summaries show
+            // only it); the stderr tail follows.
+            let message = match tail.as_slice() {
+                [] => what,
+                [only] => format!("{what}: {only}"),
+                [.., last] => format!("{what}: {last}\nlast lines of stderr:\n{}", tail.join("\n")),
             };
             Err(TaskError::retryable(message))
         }

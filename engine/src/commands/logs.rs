@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{exit, CommandError};
-use crate::logs::ATTEMPT_END_MARKER;
+use crate::logs::is_end_line;
 use crate::state::{attempt_log_path, Home};
 
 /// How often `--follow` looks for new lines.
@@ -50,7 +50,7 @@ pub fn logs(
         (_, Some(last)) => *last,
         (_, None) => {
             return Err(CommandError::usage(format!(
-                "no logs for task \"{task_id}\" of run \"{run_id}\" of DAG \"{dag_id}\" in {}: the task has not run; `flowctl status {dag_id} {run_id}` shows where the run is",
+                "no log for task \"{task_id}\" of run \"{run_id}\" of DAG \"{dag_id}\" in {}: the task has not started, or it ran without writing anything (noop tasks write no log); `flowctl status {dag_id} {run_id}` shows its state",
                 root.display()
             )))
         }
@@ -69,7 +69,7 @@ pub fn logs(
     }
     let mut seen = text;
     loop {
-        if seen.lines().any(|l| l.contains(ATTEMPT_END_MARKER)) {
+        if seen.lines().any(is_end_line) {
             return Ok(exit::OK);
         }
         let writer_alive = Home::holder(&root).is_some();

@@ -190,17 +190,29 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
     let control = crate::executor::RunControl::default();
     let cancel = control.cancel.clone();
     let finished = runtime.block_on(async {
-        // Listen for Ctrl-C before any task starts: creating the stream installs the handler at
-        // once, where `ctrl_c()` would only when first polled, after a task may already show as
-        // running; a Ctrl-C then would kill flowctl and leave the run and its tasks behind.
-        let interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+        // Listen for Ctrl-C (and SIGTERM, SIGHUP) before any task starts: creating the streams
+        // installs the handlers at once, where `ctrl_c()` would only when first polled, after a
+        // task may already show as running; a signal then would kill flowctl and leave the run
+        // and its tasks behind.
+        use tokio::signal::unix::{signal, SignalKind};
+        let streams = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()));
         let watcher = cancel.clone();
         let ctrl_c = tokio::spawn(async move {
-            let Ok(mut interrupts) = interrupts else { return };
-            if interrupts.recv().await.is_some() {
-                eprintln!("cancelling: stopping running tasks (press Ctrl-C again to quit at once)");
-                watcher.cancel();
-                if interrupts.recv().await.is_some() {
+            let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = streams else { return };
+            let mut stops = 0;
+            loop {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                    _ = hangup.recv() => {}
+                }
+                stops += 1;
+                if stops == 1 {
+                    eprintln!("cancelling: stopping running tasks (press Ctrl-C again to quit at once)");
+                    watcher.cancel();
+                } else {
+                    // Commands die with flowctl (parent-death signal); the run stays recorded as
+                    // running, and its attempts count as interrupted when it is resumed.
                     std::process::exit(130);
                 }
             }

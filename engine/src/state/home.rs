@@ -114,20 +114,16 @@ impl Home {
         Ok(Home { root: root.to_path_buf(), store, _lock: lock })
     }
 
-    /// The process holding the home, if any: `(pid, command)`. Takes the lock for a moment to
-    /// find out, so call it only where a momentary lock is harmless.
+    /// The process holding the home, if any: `(pid, command)`. Reads the lock file and checks
+    /// that its process still runs, without taking the lock (taking it, even for a moment, could
+    /// turn away a command starting at that instant).
     pub fn holder(root: &Path) -> Option<(u32, String)> {
-        let file = OpenOptions::new().read(true).write(true).open(root.join("lock")).ok()?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(_released_on_drop) => None,
-            Err((mut file, _)) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                // Held, even if the holder has not written its name yet.
-                let holder: Option<LockHolder> = serde_json::from_str(&text).ok();
-                Some(holder.map_or((0, "flowctl".to_string()), |h| (h.pid, h.command)))
-            }
-        }
+        let text = std::fs::read_to_string(root.join("lock")).ok()?;
+        let holder: LockHolder = serde_json::from_str(&text).ok()?;
+        let alive = holder.pid != 0
+            && std::fs::read_to_string(format!("/proc/{}/stat", holder.pid))
+                .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'));
+        alive.then_some((holder.pid, holder.command))
     }
 
     /// The home folder.
