@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use flowctl_engine::commands::{self, CommandError, GraphFormat, OutputFormat, RunArgs};
+use flowctl_engine::commands::{self, CommandError, GraphFormat, OutputFormat, Request, RunArgs};
+use flowctl_engine::server::ServerArgs;
 use flowctl_engine::executor::DEFAULT_PARALLELISM;
 
 /// A declarative DAG workflow engine: YAML pipelines, an embedded store, one binary.
@@ -16,6 +17,9 @@ struct Cli {
     /// The home folder holding state and logs [default: $FLOWCTL_HOME, else ~/.flowctl]
     #[arg(long, global = true, value_name = "DIR")]
     home: Option<PathBuf>,
+    /// The config file (SMTP server, alert recipients) [default: <home>/config.yaml]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -71,6 +75,88 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Run the scheduler, the executor and the HTTP API for the home until SIGTERM or SIGINT.
+    Server {
+        /// Where the API listens; beyond this machine only with FLOWCTL_API_TOKEN set.
+        #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
+        listen: String,
+        /// Apply this folder's DAG files at start and whenever they change.
+        #[arg(long, value_name = "DIR")]
+        dags: Option<PathBuf>,
+        /// How long running tasks get to finish after SIGTERM before they are stopped.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+        /// The most attempts running at once, across all runs.
+        #[arg(long, default_value_t = DEFAULT_PARALLELISM, value_parser = clap::value_parser!(u16).range(1..))]
+        parallelism: u16,
+    },
+    /// Queue a run of an applied DAG (the server starts it).
+    Trigger {
+        /// The DAG id.
+        dag: String,
+        /// Override a declared parameter: --param key=value (repeatable).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// The logical date: YYYY-MM-DD (midnight in the DAG's time zone) or RFC 3339 [default: now]
+        #[arg(long)]
+        date: Option<String>,
+        /// Wait for the run to end and print its summary (exit 1 if it failed).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Reset tasks of a run so they run again; upstream outputs that are not cleared are kept.
+    Clear {
+        /// The DAG id.
+        dag: String,
+        /// The run id.
+        run: String,
+        /// Only this task (repeatable) [default: every task]
+        #[arg(long = "task", value_name = "TASK")]
+        tasks: Vec<String>,
+        /// With the tasks downstream of the selected ones.
+        #[arg(long)]
+        downstream: bool,
+        /// Only tasks that failed or were upstream_failed.
+        #[arg(long)]
+        failed_only: bool,
+        /// Return at once instead of waiting for the run to end.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Cancel a run: running tasks are stopped and the run fails.
+    Cancel {
+        /// The DAG id.
+        dag: String,
+        /// The run id.
+        run: String,
+    },
+    /// Stop scheduling a DAG (runs in progress go on).
+    Pause {
+        /// The DAG id.
+        dag: String,
+    },
+    /// Schedule a paused DAG again.
+    Unpause {
+        /// The DAG id.
+        dag: String,
+    },
+    /// Create runs for the past intervals whose logical dates lie in a range.
+    Backfill {
+        /// The DAG id.
+        dag: String,
+        /// The first logical date (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        from: String,
+        /// The last logical date, included.
+        #[arg(long)]
+        to: String,
+        /// Clear the failed tasks of runs in the range that failed, and run them again.
+        #[arg(long)]
+        rerun_failed: bool,
+        /// Return at once instead of waiting for the runs to end.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Print a task attempt's log.
     Logs {
         /// The DAG id.
@@ -85,6 +171,22 @@ enum Command {
         /// Keep printing new lines until the attempt ends.
         #[arg(long, short)]
         follow: bool,
+    },
+    /// Print a scheduled DAG's next fire times and the data interval of each run.
+    Next {
+        /// An applied DAG's id, or a DAG file (compiled, not stored).
+        dag: String,
+        /// How many fire times.
+        #[arg(short = 'n', long = "count", value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        count: u16,
+        /// Fire times strictly after this instant: RFC 3339, or a date (midnight in the DAG's time zone) [default: now]
+        #[arg(long, value_name = "TIMESTAMP")]
+        after: Option<String>,
+    },
+    /// Alerts: check that alert emails can be sent.
+    Alert {
+        #[command(subcommand)]
+        command: AlertCommand,
     },
 }
 
@@ -101,6 +203,16 @@ impl From<Output> for OutputFormat {
             Output::Json => OutputFormat::Json,
         }
     }
+}
+
+#[derive(Subcommand)]
+enum AlertCommand {
+    /// Send a test message through the SMTP server of the config file, and say what went wrong.
+    Test {
+        /// The recipient [default: alerts.to of the config file]
+        #[arg(long, value_name = "ADDR")]
+        to: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -123,15 +235,38 @@ fn main() -> ExitCode {
             Ok(commands::graph(&file, format, &registry))
         }
         Command::Schema => Ok(commands::schema(&registry)),
-        Command::Apply { paths } => commands::apply(home, &paths, &registry),
+        Command::Apply { paths } => {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            let paths = paths.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect();
+            commands::dispatch(home, &Request::Apply { paths, cwd }, false, &registry)
+        }
+        Command::Server { listen, dags, grace, parallelism } => {
+            let args = ServerArgs { listen, dags, grace, parallelism };
+            flowctl_engine::server::serve(home, &args, &registry)
+        }
+        Command::Trigger { dag, params, date, wait } => {
+            commands::dispatch(home, &Request::Trigger { dag, params, date }, wait, &registry)
+        }
+        Command::Clear { dag, run, tasks, downstream, failed_only, no_wait } => {
+            commands::dispatch(home, &Request::Clear { dag, run, tasks, downstream, failed_only }, !no_wait, &registry)
+        }
+        Command::Cancel { dag, run } => commands::dispatch(home, &Request::Cancel { dag, run }, true, &registry),
+        Command::Pause { dag } => commands::dispatch(home, &Request::Pause { dag, paused: true }, false, &registry),
+        Command::Unpause { dag } => commands::dispatch(home, &Request::Pause { dag, paused: false }, false, &registry),
+        Command::Backfill { dag, from, to, rerun_failed, no_wait } => {
+            commands::dispatch(home, &Request::Backfill { dag, from, to, rerun_failed }, !no_wait, &registry)
+        }
         Command::Run { dag, params, date, parallelism } => {
-            let args = RunArgs { target: dag, params, date, parallelism };
+            let args = RunArgs { target: dag, params, date, parallelism, config: cli.config.clone() };
             commands::run(home, &args, &registry)
         }
         Command::Status { dag, run, output } => {
-            commands::status(home, dag.as_deref(), run.as_deref(), output.into(), &registry)
+            let request = Request::Status { dag, run, json: matches!(output, Output::Json) };
+            commands::dispatch(home, &request, false, &registry)
         }
         Command::Logs { dag, run, task, attempt, follow } => commands::logs(home, &dag, &run, &task, attempt, follow),
+        Command::Alert { command: AlertCommand::Test { to } } => commands::alert_test(home, cli.config.as_deref(), to.as_deref()),
+        Command::Next { dag, count, after } => commands::next(home, &dag, usize::from(count), after.as_deref(), &registry),
     };
     ExitCode::from(result.unwrap_or_else(|e| e.report()))
 }

@@ -38,8 +38,11 @@ pub const DAG_KEYS: &[&str] = &[
     "params",
     "defaults",
     "alerts",
+    "retention",
     "tasks",
 ];
+/// The keys of `retention:`.
+pub const RETENTION_KEYS: &[&str] = &["runs", "days"];
 /// The keys of a task.
 pub const TASK_KEYS: &[&str] = &[
     "id",
@@ -762,6 +765,16 @@ impl<'f> Checker<'f> {
             }
         }
         let alerts = find("alerts").map(|(_, v)| self.alerts(v));
+        let mut retention = crate::runs::Retention::DEFAULT;
+        if let Some((_, v)) = find("retention") {
+            for (key, _, value) in self.entries(v, RETENTION_KEYS, "`retention:`") {
+                match key {
+                    "runs" => retention.runs = self.count("retention.runs", value, 1).map(|n| n as usize),
+                    "days" => retention.days = self.count("retention.days", value, 1),
+                    _ => {}
+                }
+            }
+        }
 
         const EMPTY_TASKS_HINT: &str = "add at least one task, e.g. `- id: extract` with `operator: shell`";
         let drafts = match find("tasks") {
@@ -807,6 +820,7 @@ impl<'f> Checker<'f> {
             max_active_tasks,
             params,
             alerts,
+            retention,
             tasks,
             graph,
         })

@@ -44,6 +44,8 @@ pub struct Dag {
     pub params: serde_json::Map<String, Value>,
     /// `alerts:` at the DAG level.
     pub alerts: Option<Alerts>,
+    /// `retention:`: how many ended runs, or how many days of them, to keep.
+    pub retention: crate::runs::Retention,
     /// The tasks, in a topological order (every task after its upstream tasks).
     pub tasks: Vec<Task>,
     /// The dependency graph.

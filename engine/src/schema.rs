@@ -46,9 +46,24 @@ struct DagFile {
     defaults: Option<Defaults>,
     /// Who hears about failures.
     alerts: Option<AlertsSpec>,
+    /// How much history to keep (default: the newest 1,000 ended runs).
+    retention: Option<RetentionSpec>,
     /// The tasks.
     #[schemars(length(min = 1))]
     tasks: Vec<TaskSpec>,
+}
+
+/// How much history to keep.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct RetentionSpec {
+    /// Keep at most this many ended runs (the newest).
+    #[schemars(range(min = 1))]
+    runs: Option<u32>,
+    /// Keep ended runs created within this many days.
+    #[schemars(range(min = 1))]
+    days: Option<u32>,
 }
 
 /// Task settings applied to every task.
@@ -230,6 +245,7 @@ mod tests {
         assert_eq!(keys(&schema), sorted(DAG_KEYS));
         assert_eq!(keys(&defs["TaskSpec"]), sorted(TASK_KEYS));
         assert_eq!(keys(&defs["Defaults"]), sorted(DEFAULTS_KEYS));
+        assert_eq!(keys(&defs["RetentionSpec"]), sorted(crate::compile::RETENTION_KEYS));
         assert_eq!(keys(&defs["AlertsSpec"]), sorted(ALERTS_KEYS));
         assert_eq!(keys(&defs["EmailSpec"]), sorted(EMAIL_KEYS));
         assert_eq!(keys(&defs["WebhookSpec"]), sorted(WEBHOOK_KEYS));

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
-use super::inspect::print_diagnostics;
 use super::table::Table;
-use super::{exit, open_home, CommandError};
+use super::control::Output;
+use super::inspect::render_diagnostics_shown;
+use super::{exit, CommandError};
 use crate::compile::compile_paths;
 use crate::dag::Dag;
 use crate::operator::Registry;
@@ -53,7 +54,6 @@ pub fn store_version(store: &Store, dag: &Dag) -> Result<(u64, Change), StoreErr
         }
     }
     let version = record.as_ref().map_or(1, |r| r.latest_version + 1);
-    let paused = record.as_ref().is_some_and(|r| r.paused);
     store.put_dag_version(
         &DagVersion {
             dag_id: dag.id.clone(),
@@ -63,7 +63,6 @@ pub fn store_version(store: &Store, dag: &Dag) -> Result<(u64, Change), StoreErr
             file: absolute(&dag.file),
             applied_at: Utc::now(),
         },
-        paused,
     )?;
     Ok((version, if record.is_some() { Change::Changed } else { Change::Added }))
 }
@@ -72,26 +71,34 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Runs `flowctl apply`.
-pub fn apply(home: Option<&Path>, paths: &[PathBuf], registry: &Registry) -> Result<u8, CommandError> {
+/// `flowctl apply`: compiles `paths` (absolute) and stores the new versions; paths are shown
+/// relative to `cwd`, the folder the command was typed in.
+pub fn apply_output(store: &Store, paths: &[PathBuf], cwd: &Path, registry: &Registry) -> Result<Output, CommandError> {
+    let shown = |p: &Path| p.strip_prefix(cwd).unwrap_or(p).to_path_buf();
     let compiled = match compile_paths(paths, registry) {
         Ok(c) => c,
         Err(errors) => {
-            print_diagnostics(&mut std::io::stderr(), &errors);
-            eprintln!("error: nothing applied: {} error(s); fix them (see `flowctl validate`) and apply again", errors.len());
-            return Ok(exit::INVALID);
+            let stderr = format!(
+                "{}error: nothing applied: {} error(s); fix them (see `flowctl validate`) and apply again\n",
+                render_diagnostics_shown(&errors, &shown),
+                errors.len()
+            );
+            return Ok(Output { code: exit::INVALID, stdout: String::new(), stderr });
         }
     };
-    print_diagnostics(&mut std::io::stderr(), &compiled.warnings);
-    let home = open_home(home, "flowctl apply")?;
     let mut table = Table::new(&["DAG", "VERSION", "CHANGE", "FILE"]);
     let mut counts = [0usize; 3];
     for dag in &compiled.dags {
-        let (version, change) = store_version(home.store(), dag)?;
+        let (version, change) = store_version(store, dag)?;
         counts[change as usize] += 1;
-        table.row(vec![dag.id.clone(), version.to_string(), change.name().into(), dag.file.display().to_string()]);
+        table.row(vec![dag.id.clone(), version.to_string(), change.name().into(), shown(&dag.file).display().to_string()]);
     }
-    out!("{}", table.render());
-    outln!("applied: {} added, {} changed, {} unchanged", counts[0], counts[1], counts[2]);
-    Ok(exit::OK)
+    let stdout = format!(
+        "{}applied: {} added, {} changed, {} unchanged\n",
+        table.render(),
+        counts[0],
+        counts[1],
+        counts[2]
+    );
+    Ok(Output { code: exit::OK, stdout, stderr: render_diagnostics_shown(&compiled.warnings, &shown) })
 }

@@ -41,10 +41,27 @@ fn sources_of(diagnostics: &[Diagnostic]) -> HashMap<PathBuf, String> {
 }
 
 pub(crate) fn print_diagnostics(out: &mut dyn Write, diagnostics: &[Diagnostic]) {
+    let _ = out.write_all(render_diagnostics(diagnostics).as_bytes());
+}
+
+/// Every diagnostic with its source line and caret, as `validate` prints them.
+pub(crate) fn render_diagnostics(diagnostics: &[Diagnostic]) -> String {
+    render_diagnostics_shown(diagnostics, &|p| p.to_path_buf())
+}
+
+/// Like [`render_diagnostics`], naming each file as `shown` says (sources are read from the real
+/// path).
+pub(crate) fn render_diagnostics_shown(diagnostics: &[Diagnostic], shown: &dyn Fn(&Path) -> PathBuf) -> String {
     let sources = sources_of(diagnostics);
-    for d in diagnostics {
-        let _ = writeln!(out, "{}", d.render(sources.get(&d.file).map(String::as_str)));
-    }
+    diagnostics
+        .iter()
+        .map(|d| {
+            let source = sources.get(&d.file).map(String::as_str);
+            let mut display = d.clone();
+            display.file = shown(&d.file);
+            format!("{}\n", display.render(source))
+        })
+        .collect()
 }
 
 fn plural(n: usize, word: &str) -> String {

@@ -26,17 +26,14 @@ fn attempts(dir: &Path) -> Vec<u32> {
     found
 }
 
-/// Runs `flowctl logs`.
-pub fn logs(
-    home: Option<&Path>,
+/// An attempt's log (the latest when `attempt` is `None`): its path and its text so far.
+pub fn read_log(
+    logs_dir: &Path,
     dag_id: &str,
     run_id: &str,
     task_id: &str,
     attempt: Option<u32>,
-    follow: bool,
-) -> Result<u8, CommandError> {
-    let root = Home::resolve(home);
-    let logs_dir = root.join("logs");
+) -> Result<(PathBuf, String), CommandError> {
     let task_dir: PathBuf = logs_dir.join(dag_id).join(run_id).join(task_id);
     let available = attempts(&task_dir);
     let attempt = match (attempt, available.last()) {
@@ -50,17 +47,30 @@ pub fn logs(
         (_, Some(last)) => *last,
         (_, None) => {
             return Err(CommandError::usage(format!(
-                "no log for task \"{task_id}\" of run \"{run_id}\" of DAG \"{dag_id}\" in {}: the task has not started, or it ran without writing anything (noop tasks write no log); `flowctl status {dag_id} {run_id}` shows its state",
-                root.display()
+                "no log for task \"{task_id}\" of run \"{run_id}\" of DAG \"{dag_id}\": the task has not started, or it ran without writing anything (noop tasks write no log); `flowctl status {dag_id} {run_id}` shows its state"
             )))
         }
     };
-    let path = attempt_log_path(&logs_dir, dag_id, run_id, task_id, attempt);
+    let path = attempt_log_path(logs_dir, dag_id, run_id, task_id, attempt);
+    let bytes = std::fs::read(&path).map_err(|e| CommandError::usage(format!("cannot read {}: {e}", path.display())))?;
+    Ok((path, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Runs `flowctl logs`.
+pub fn logs(
+    home: Option<&Path>,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    attempt: Option<u32>,
+    follow: bool,
+) -> Result<u8, CommandError> {
+    let root = Home::resolve(home);
+    let (path, text) = read_log(&root.join("logs"), dag_id, run_id, task_id, attempt)?;
     let mut file = std::fs::File::open(&path).map_err(|e| CommandError::usage(format!("cannot read {}: {e}", path.display())))?;
+    let _ = file.seek(SeekFrom::Start(text.len() as u64));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut text = String::new();
-    let _ = file.read_to_string(&mut text);
     if out.write_all(text.as_bytes()).is_err() {
         return Ok(exit::OK);
     }

@@ -20,20 +20,28 @@ macro_rules! outln {
     }};
 }
 
+mod alert;
 mod apply;
+pub mod control;
+mod dispatch;
 mod inspect;
 mod logs;
+mod next;
 mod run;
 mod status;
 mod table;
 
 use std::path::Path;
 
-pub use apply::{apply, source_hash, store_version, Change};
+pub use alert::alert_test;
+pub use apply::{apply_output, source_hash, store_version, Change};
+pub use control::{handle, Host, Output, Reply, Request};
+pub use dispatch::dispatch;
 pub use inspect::{graph, schema, validate, GraphFormat, OutputFormat};
-pub use logs::logs;
+pub use logs::{logs, read_log};
+pub use next::{next, next_report, next_text, parse_after};
 pub use run::{all_instances, create_run, load_applied, load_version, logical_date, run, run_params, summary, RunArgs};
-pub use status::status;
+pub use status::status_text;
 
 use crate::diagnostic::Diagnostic;
 use crate::state::{Home, HomeError, StoreError};
@@ -67,6 +75,15 @@ pub enum CommandError {
     /// The executor failed.
     #[error(transparent)]
     Exec(#[from] crate::executor::ExecError),
+    /// The config file is missing (when named with `--config`) or wrong.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A run operation was refused.
+    #[error(transparent)]
+    Run(#[from] crate::runs::RunError),
+    /// The server could not be reached or answered wrongly.
+    #[error("{0}")]
+    Server(String),
 }
 
 impl CommandError {
@@ -75,15 +92,21 @@ impl CommandError {
         CommandError::Usage(message.into())
     }
 
+    /// The error as the CLI prints it on stderr.
+    pub fn render(&self) -> String {
+        match self {
+            CommandError::Invalid(errors) => format!(
+                "{}error: {} error(s); fix them (see `flowctl validate`) and try again\n",
+                inspect::render_diagnostics(errors),
+                errors.len()
+            ),
+            other => format!("error: {other}\n"),
+        }
+    }
+
     /// Prints the error for the user and returns the exit code.
     pub fn report(&self) -> u8 {
-        match self {
-            CommandError::Invalid(errors) => {
-                inspect::print_diagnostics(&mut std::io::stderr(), errors);
-                eprintln!("error: {} error(s); fix them (see `flowctl validate`) and try again", errors.len());
-            }
-            other => eprintln!("error: {other}"),
-        }
+        eprint!("{}", self.render());
         exit::INVALID
     }
 }

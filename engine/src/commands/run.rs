@@ -2,7 +2,7 @@
 //! and a closing summary. Exit 0 when the run succeeded, 1 when it failed.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
@@ -12,7 +12,9 @@ use super::apply::store_version;
 use super::inspect::print_diagnostics;
 use super::table::{duration, Table};
 use super::{exit, open_home, CommandError};
+use crate::alerts::{AlertDispatcher, FINISH_BOUND};
 use crate::compile::{compile, compile_paths, SourceFile};
+use crate::config::Config;
 use crate::dag::Dag;
 use crate::diagnostic::suggestion;
 use crate::executor::{new_run_id, param_value, Executor, ExecutorSettings, Progress};
@@ -31,6 +33,8 @@ pub struct RunArgs {
     pub date: Option<String>,
     /// The global limit on running attempts.
     pub parallelism: u16,
+    /// `--config`: the config file [default: `<home>/config.yaml`].
+    pub config: Option<PathBuf>,
 }
 
 /// Finds the DAG to run: a file is compiled (and applied by the caller once the run's arguments
@@ -159,6 +163,7 @@ pub fn create_run(
 /// Runs `flowctl run`.
 pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u8, CommandError> {
     let home = open_home(home, &format!("flowctl run {}", args.target))?;
+    let config = Config::load(home.root(), args.config.as_deref())?;
     let (dag, version) = match resolve_dag(&home, &args.target, registry) {
         Err(CommandError::Invalid(errors)) => {
             print_diagnostics(&mut std::io::stderr(), &errors);
@@ -176,8 +181,13 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
     let run = create_run(home.store(), &dag, version, Trigger::Manual, date, params)?;
 
     let masker = Masker::from_env();
+    // Before the executor: the dispatcher adds the SMTP password to the masker, and the executor
+    // hands the masker's secrets to operators when it is created.
+    let alerts = AlertDispatcher::new(config, home.store(), home.logs_dir(), masker.clone(), |notice| eprintln!("warning: {notice}"))?;
     let settings = ExecutorSettings { parallelism: usize::from(args.parallelism), logs_dir: home.logs_dir(), work_dir: home.work_dir() };
     let executor = Arc::new(Executor::new(home.store().clone(), registry.clone(), masker, settings));
+    let sync = executor.clone();
+    let observer = alerts.observer(dag.clone(), &run, Arc::new(move || sync.sync_logs()));
     let display = Display::new(&dag, &run);
     outln!("run {} of {} ({} tasks, logs in {})", run.run_id, dag.id, dag.tasks.len(), home.logs_dir().join(&dag.id).join(&run.run_id).display());
 
@@ -218,15 +228,30 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
             }
         });
         let on_progress = display.clone();
-        let result = executor.execute(dag.clone(), run, control, Arc::new(move |p| on_progress.update(&p))).await;
+        let on_progress = move |p: crate::executor::Progress| {
+            on_progress.update(&p);
+            observer.observe(&p);
+        };
+        let result = executor.execute(dag.clone(), run, control, Arc::new(on_progress)).await;
         ctrl_c.abort();
         result
     })?;
     executor.sync_logs();
     display.finish();
+    // The run is over and recorded; its alerts get a bounded wait, so the email of a failed run
+    // is not lost when the process ends.
+    let sent = alerts.finish(FINISH_BOUND);
 
     let crate::executor::Finished { run: finished, instances } = finished;
     out!("{}", summary(&dag, &instances));
+    if sent.delivered + sent.failed > 0 {
+        let failed = if sent.failed > 0 {
+            format!(", {} not delivered (see `flowctl status {} {}`)", sent.failed, finished.dag_id, finished.run_id)
+        } else {
+            String::new()
+        };
+        outln!("alerts: {} sent{failed}", sent.delivered);
+    }
     let elapsed = match (finished.start, finished.end) {
         (Some(s), Some(e)) => duration((e - s).to_std().unwrap_or_default()),
         _ => "-".into(),

@@ -1,17 +1,16 @@
 //! `flowctl status [DAG [RUN]] [--output json]`: the DAGs, a DAG's runs, or a run's tasks.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::json;
 
 use super::inspect::OutputFormat;
 use super::run::{load_applied, summary};
 use super::table::{duration, Table};
-use super::{exit, open_home, CommandError};
+use super::CommandError;
 use crate::diagnostic::suggestion;
 use crate::operator::Registry;
-use crate::state::{DagRun, Store};
+use crate::state::{AlertDelivery, AlertStore, DagRun, DeliveryState, Store};
 
 fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
     t.map_or_else(|| "-".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -36,29 +35,33 @@ fn known_dag(store: &Store, dag_id: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// Runs `flowctl status`.
-pub fn status(
-    home: Option<&Path>,
+/// What `flowctl status` prints. `is_active` tells whether a process executes a run now, so a run
+/// recorded as running that nobody executes is shown as such.
+pub fn status_text(
+    store: &Store,
     dag_id: Option<&str>,
     run_id: Option<&str>,
     format: OutputFormat,
     registry: &Registry,
-) -> Result<u8, CommandError> {
-    let home = open_home(home, "flowctl status")?;
-    let store = home.store();
-    let text = match (dag_id, run_id) {
-        (None, _) => dags(store, format, registry)?,
+    is_active: &dyn Fn(&str, &str) -> bool,
+) -> Result<String, CommandError> {
+    match (dag_id, run_id) {
+        (None, _) => dags(store, format, registry),
         (Some(dag_id), None) => {
             known_dag(store, dag_id)?;
-            runs(store, dag_id, format)?
+            runs(store, dag_id, format, is_active)
         }
         (Some(dag_id), Some(run_id)) => {
             known_dag(store, dag_id)?;
-            tasks(store, dag_id, run_id, format, registry)?
+            tasks(store, dag_id, run_id, format, registry, is_active)
         }
-    };
-    out!("{text}");
-    Ok(exit::OK)
+    }
+}
+
+/// The note for a run recorded as running or queued that no process executes.
+fn idle_note(run: &DagRun, is_active: &dyn Fn(&str, &str) -> bool) -> Option<&'static str> {
+    (!run.state.is_terminal() && !is_active(&run.dag_id, &run.run_id))
+        .then_some("not running now: `flowctl server` resumes it")
 }
 
 fn dags(store: &Store, format: OutputFormat, registry: &Registry) -> Result<String, CommandError> {
@@ -106,7 +109,7 @@ fn dags(store: &Store, format: OutputFormat, registry: &Registry) -> Result<Stri
     Ok(table.render())
 }
 
-fn runs(store: &Store, dag_id: &str, format: OutputFormat) -> Result<String, CommandError> {
+fn runs(store: &Store, dag_id: &str, format: OutputFormat, is_active: &dyn Fn(&str, &str) -> bool) -> Result<String, CommandError> {
     let runs = store.runs(dag_id)?;
     if format == OutputFormat::Json {
         return Ok(format!("{}\n", serde_json::to_string_pretty(&runs).unwrap_or_default()));
@@ -123,13 +126,20 @@ fn runs(store: &Store, dag_id: &str, format: OutputFormat) -> Result<String, Com
             run.state.name().into(),
             time(run.start),
             took(run),
-            run.note.clone().unwrap_or_default(),
+            run.note.clone().or_else(|| idle_note(run, is_active).map(str::to_string)).unwrap_or_default(),
         ]);
     }
     Ok(table.render())
 }
 
-fn tasks(store: &Store, dag_id: &str, run_id: &str, format: OutputFormat, registry: &Registry) -> Result<String, CommandError> {
+fn tasks(
+    store: &Store,
+    dag_id: &str,
+    run_id: &str,
+    format: OutputFormat,
+    registry: &Registry,
+    is_active: &dyn Fn(&str, &str) -> bool,
+) -> Result<String, CommandError> {
     let Some(run) = store.run(dag_id, run_id)? else {
         let known: Vec<String> = store.runs(dag_id)?.into_iter().map(|r| r.run_id).collect();
         return Err(CommandError::usage(format!(
@@ -145,8 +155,12 @@ fn tasks(store: &Store, dag_id: &str, run_id: &str, format: OutputFormat, regist
         Some(dag) => super::run::all_instances(dag, stored),
         None => stored,
     };
+    let deliveries = AlertStore::open(store)?.for_run(dag_id, run_id)?;
     if format == OutputFormat::Json {
-        return Ok(format!("{}\n", serde_json::to_string_pretty(&json!({"run": run, "tasks": instances})).unwrap_or_default()));
+        let tasks = with_alerts(&instances, &deliveries);
+        let run_alerts: Vec<&AlertDelivery> = deliveries.iter().filter(|d| d.task_id.is_none()).collect();
+        let shown = json!({"run": run, "tasks": tasks, "alerts": run_alerts});
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&shown).unwrap_or_default()));
     }
     let body = match &dag {
         Some(dag) => summary(dag, &instances),
@@ -163,6 +177,41 @@ fn tasks(store: &Store, dag_id: &str, run_id: &str, format: OutputFormat, regist
             table.render()
         }
     };
-    let note = run.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
-    Ok(format!("run {run_id} of {dag_id}: {} in {}{note}\n{body}", run.state.name(), took(&run)))
+    let note = run.note.as_deref().or_else(|| idle_note(&run, is_active)).map(|n| format!(" ({n})")).unwrap_or_default();
+    let undelivered = undelivered(&deliveries);
+    Ok(format!("run {run_id} of {dag_id}: {} in {}{note}\n{body}{undelivered}", run.state.name(), took(&run)))
+}
+
+/// Each task instance as JSON with its alert deliveries under `alerts`.
+fn with_alerts(instances: &[crate::state::TaskInstance], deliveries: &[AlertDelivery]) -> Vec<serde_json::Value> {
+    instances
+        .iter()
+        .map(|ti| {
+            let mut value = serde_json::to_value(ti).unwrap_or_default();
+            let mine: Vec<&AlertDelivery> = deliveries.iter().filter(|d| d.task_id.as_deref() == Some(ti.task_id.as_str())).collect();
+            if let Some(object) = value.as_object_mut() {
+                object.insert("alerts".into(), json!(mine));
+            }
+            value
+        })
+        .collect()
+}
+
+/// Lines under the task table for alerts that failed or are still being sent.
+fn undelivered(deliveries: &[AlertDelivery]) -> String {
+    let mut text = String::new();
+    for d in deliveries.iter().filter(|d| d.state != DeliveryState::Delivered) {
+        let tries = match d.tries {
+            0 => String::new(),
+            1 => " after 1 try".to_string(),
+            n => format!(" after {n} tries"),
+        };
+        let error = d.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        let what = match d.state {
+            DeliveryState::Pending => "not delivered yet",
+            _ => "not delivered",
+        };
+        text.push_str(&format!("alert {what}: {} for {}{tries}{error}\n", d.channel.describe(), d.describe_event()));
+    }
+    text
 }

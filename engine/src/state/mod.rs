@@ -8,7 +8,9 @@
 mod home;
 mod model;
 mod store;
+mod alerts;
 
 pub use home::{attempt_log_path, Home, HomeError};
 pub use model::{DagRecord, DagRun, DagVersion, RunState, TaskInstance, Trigger};
 pub use store::{Store, StoreError, Write};
+pub use alerts::{AlertDelivery, AlertStore, Channel, DeliveryState, ALERTS_TREE};

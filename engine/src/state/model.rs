@@ -35,6 +35,9 @@ pub struct DagRecord {
     /// Paused DAGs are not scheduled.
     #[serde(default)]
     pub paused: bool,
+    /// The end of the last data interval the scheduler created a run for.
+    #[serde(default)]
+    pub last_scheduled_end: Option<DateTime<Utc>>,
 }
 
 /// How a run came to be.

@@ -186,12 +186,21 @@ impl Store {
             .map_err(|e| self.sled(e))
     }
 
-    /// Stores a new version of a DAG and makes it the latest, durably.
-    pub fn put_dag_version(&self, version: &DagVersion, paused: bool) -> Result<(), StoreError> {
+    /// Stores a new version of a DAG and makes it the latest, durably; the DAG's other settings
+    /// (paused, schedule position) are kept.
+    pub fn put_dag_version(&self, version: &DagVersion) -> Result<(), StoreError> {
         self.versions
             .insert(version_key(&version.dag_id, version.version), Self::encode(version))
             .map_err(|e| self.sled(e))?;
-        let record = DagRecord { dag_id: version.dag_id.clone(), latest_version: version.version, paused };
+        let record = match self.dag(&version.dag_id)? {
+            Some(existing) => DagRecord { latest_version: version.version, ..existing },
+            None => DagRecord {
+                dag_id: version.dag_id.clone(),
+                latest_version: version.version,
+                paused: false,
+                last_scheduled_end: None,
+            },
+        };
         self.dags.insert(version.dag_id.as_bytes(), Self::encode(&record)).map_err(|e| self.sled(e))?;
         self.flush()
     }

@@ -1,0 +1,95 @@
+//! The CLI's side of the server's API: finds the server of a home and sends it requests.
+//!
+//! A running server writes `server.json` (address, bearer token, pid; mode 0600) into its home.
+//! A command that finds the file and a server answering at that address goes through the API;
+//! otherwise it acts on the store itself. The token is sent with every request and never printed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::commands::{CommandError, Reply, Request};
+
+/// What `server.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerFile {
+    /// `host:port` the API listens on.
+    pub address: String,
+    /// The bearer token.
+    pub token: String,
+    /// The server's process id.
+    pub pid: u32,
+}
+
+/// The name of the file in the home.
+pub const SERVER_FILE: &str = "server.json";
+
+/// A connection to a home's server.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    token: String,
+}
+
+/// How long a wait request may be held by the server before the client asks again.
+const WAIT_POLL: Duration = Duration::from_secs(25);
+
+impl Client {
+    /// The server of the home at `root`, if one runs and answers.
+    pub fn for_home(root: &Path) -> Option<Client> {
+        let text = std::fs::read_to_string(root.join(SERVER_FILE)).ok()?;
+        let file: ServerFile = serde_json::from_str(&text).ok()?;
+        let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(2)).build();
+        let base = format!("http://{}", file.address);
+        agent.get(&format!("{base}/health")).timeout(Duration::from_secs(5)).call().ok()?;
+        Some(Client { agent, base, token: file.token })
+    }
+
+    fn error(&self, e: ureq::Error) -> CommandError {
+        match e {
+            ureq::Error::Status(401, _) => CommandError::Server(format!(
+                "the server at {} refused the token in server.json; restart the server or check that this is its home",
+                self.base
+            )),
+            ureq::Error::Status(code, response) => {
+                let body = response.into_string().unwrap_or_default();
+                CommandError::Server(format!("the server at {} answered {code}: {body}", self.base))
+            }
+            ureq::Error::Transport(t) => {
+                CommandError::Server(format!("cannot reach the server at {}: {t}; is `flowctl server` still running?", self.base))
+            }
+        }
+    }
+
+    /// Sends a request; the server answers as the CLI would.
+    pub fn request(&self, request: &Request) -> Result<Reply, CommandError> {
+        let response = self
+            .agent
+            .post(&format!("{}/api/command", self.base))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .send_json(request)
+            .map_err(|e| self.error(e))?;
+        response.into_json().map_err(|e| CommandError::Server(format!("unreadable answer from the server: {e}")))
+    }
+
+    /// Waits until the run has ended.
+    pub fn wait(&self, dag_id: &str, run_id: &str) -> Result<(), CommandError> {
+        loop {
+            let response = self
+                .agent
+                .get(&format!("{}/api/wait", self.base))
+                .query("dag", dag_id)
+                .query("run", run_id)
+                .set("Authorization", &format!("Bearer {}", self.token))
+                .timeout(WAIT_POLL + Duration::from_secs(10))
+                .call()
+                .map_err(|e| self.error(e))?;
+            let answer: serde_json::Value =
+                response.into_json().map_err(|e| CommandError::Server(format!("unreadable answer from the server: {e}")))?;
+            if answer["ended"].as_bool() == Some(true) {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The HTTP JSON API (axum). `/health` is open; everything else needs the bearer token, compared
+//! in constant time. The token is never logged or echoed.
+//!
+//! - `POST /api/command`: a [`Request`] in, a [`Reply`] out: the same answer the CLI gives when it
+//!   acts on the store itself.
+//! - `GET /api/wait?dag=D&run=R`: returns when the run has ended, or after a while with
+//!   `ended: false` so the client asks again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, Request as HttpRequest, State as Extract};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+use super::{ServerHost, State};
+use crate::commands::{Reply, Request};
+
+/// How long a wait request is held before the client is told to ask again.
+const WAIT_HOLD: Duration = Duration::from_secs(20);
+
+#[derive(Clone)]
+struct Api {
+    state: Arc<State>,
+    token: Arc<String>,
+}
+
+pub(super) async fn serve(state: Arc<State>, listener: tokio::net::TcpListener, token: String, stop: CancellationToken) {
+    let api = Api { state, token: Arc::new(token) };
+    let protected = Router::new()
+        .route("/api/command", post(command))
+        .route("/api/wait", get(wait))
+        .layer(middleware::from_fn_with_state(api.clone(), authorize));
+    let app = Router::new().route("/health", get(health)).merge(protected).with_state(api);
+    let shutdown = async move { stop.cancelled().await };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!(error = %e, "the API stopped");
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "pid": std::process::id() }))
+}
+
+async fn authorize(Extract(api): Extract<Api>, request: HttpRequest, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let ok = presented.len() == api.token.len() && bool::from(presented.as_bytes().ct_eq(api.token.as_bytes()));
+    if !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({
+                "error": "missing or wrong bearer token: send `Authorization: Bearer <token>`, the token in server.json in the server's home"
+            })),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+async fn command(Extract(api): Extract<Api>, Json(request): Json<Request>) -> Json<Reply> {
+    let state = api.state.clone();
+    // Commands read and write the store and may compile DAG files: off the async threads.
+    let reply = tokio::task::spawn_blocking(move || crate::commands::handle(&ServerHost(state), &request))
+        .await
+        .unwrap_or_else(|e| {
+            crate::commands::Output::error(&crate::commands::CommandError::Server(format!("the command failed: {e}"))).into()
+        });
+    Json(reply)
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    dag: String,
+    run: String,
+}
+
+async fn wait(Extract(api): Extract<Api>, Query(query): Query<WaitQuery>) -> Response {
+    let deadline = tokio::time::Instant::now() + WAIT_HOLD;
+    loop {
+        let ended = api.state.run_ended.notified();
+        let run = match api.state.store().run(&query.dag, &query.run) {
+            Ok(Some(run)) => run,
+            Ok(None) => {
+                return (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": format!("DAG \"{}\" has no run \"{}\"", query.dag, query.run)})))
+                    .into_response()
+            }
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
+        };
+        let active = api.state.active.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&(query.dag.clone(), query.run.clone()));
+        if run.state.is_terminal() && !active {
+            return Json(serde_json::json!({"ended": true, "state": run.state.name()})).into_response();
+        }
+        if api.state.drain.is_cancelled() && !active {
+            return Json(serde_json::json!({"ended": true, "state": run.state.name(), "note": "the server is stopping"})).into_response();
+        }
+        if tokio::time::timeout_at(deadline, ended).await.is_err() {
+            return Json(serde_json::json!({"ended": false, "state": run.state.name()})).into_response();
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! `flowctl server`: one long-running process that owns a home and runs it unattended: the
+//! scheduler, the executor and the HTTP API.
+//!
+//! At start it resumes every run the store records as queued or running (attempts that were
+//! running count as interrupted and are retried by their policy, after whatever they left behind
+//! is killed; attempts that recorded an external job reattach to it). It then sleeps until the
+//! next fire time of any DAG or until something happens (an apply, a trigger, a run ending): it
+//! never polls. SIGTERM or SIGINT drains it: nothing new starts, running attempts get the grace
+//! period to finish, then they are stopped and recorded as interrupted; it exits 0.
+
+mod api;
+mod scheduler;
+mod watch;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ServerFile, SERVER_FILE};
+use crate::commands::{CommandError, Host};
+use crate::dag::Dag;
+use crate::executor::{Executor, ExecutorSettings, Progress, RunControl};
+use crate::operator::Registry;
+use crate::secrets::Masker;
+use crate::state::{DagRun, Home, Store};
+
+/// The arguments of `flowctl server`.
+#[derive(Debug, Clone)]
+pub struct ServerArgs {
+    /// Where the API listens.
+    pub listen: String,
+    /// A folder of DAG files to apply at start and whenever they change.
+    pub dags: Option<PathBuf>,
+    /// How long running attempts get to finish after SIGTERM before they are stopped.
+    pub grace: Duration,
+    /// The most attempts running at once.
+    pub parallelism: u16,
+}
+
+/// The environment variable that sets the API token explicitly (required to listen beyond this
+/// machine).
+pub const TOKEN_ENV: &str = "FLOWCTL_API_TOKEN";
+
+/// What the server's parts share.
+pub(crate) struct State {
+    home: Home,
+    registry: Registry,
+    executor: Arc<Executor>,
+    /// Runs being executed, by (dag, run).
+    active: Mutex<HashMap<(String, String), RunControl>>,
+    /// Compiled DAG versions, by (dag, version).
+    dags: Mutex<HashMap<(String, u64), Arc<Dag>>>,
+    /// Wakes the scheduler.
+    wake: Notify,
+    /// Wakes the API's waiters when a run ends.
+    run_ended: Notify,
+    /// Fired at shutdown: nothing new starts.
+    drain: CancellationToken,
+    /// Fired when the grace period is over: running attempts stop.
+    halt: CancellationToken,
+}
+
+impl State {
+    fn store(&self) -> &Store {
+        self.home.store()
+    }
+
+    /// A DAG version, compiled once.
+    fn dag(&self, dag_id: &str, version: u64) -> Result<Arc<Dag>, CommandError> {
+        if let Some(dag) = self.dags.lock().unwrap_or_else(|e| e.into_inner()).get(&(dag_id.to_string(), version)) {
+            return Ok(dag.clone());
+        }
+        let dag = crate::commands::load_version(self.store(), dag_id, version, &self.registry)?;
+        self.dags.lock().unwrap_or_else(|e| e.into_inner()).insert((dag_id.to_string(), version), dag.clone());
+        Ok(dag)
+    }
+
+    fn active_count(&self, dag_id: &str) -> usize {
+        self.active.lock().unwrap_or_else(|e| e.into_inner()).keys().filter(|(d, _)| d == dag_id).count()
+    }
+
+    /// Starts executing a run in the background.
+    fn start_run(self: &Arc<Self>, dag: Arc<Dag>, run: DagRun) {
+        let key = (run.dag_id.clone(), run.run_id.clone());
+        let control = RunControl { cancel: CancellationToken::new(), drain: self.drain.child_token(), halt: self.halt.child_token() };
+        {
+            let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+            if active.contains_key(&key) {
+                return;
+            }
+            active.insert(key.clone(), control.clone());
+        }
+        tracing::info!(dag_id = %key.0, run_id = %key.1, "run started");
+        let state = self.clone();
+        let progress = log_progress(key.0.clone(), key.1.clone());
+        tokio::spawn(async move {
+            match state.executor.execute(dag.clone(), run, control, progress).await {
+                Ok(finished) => {
+                    tracing::info!(dag_id = %key.0, run_id = %key.1, state = finished.run.state.name(), "run stopped");
+                    if finished.run.state.is_terminal() {
+                        if let Err(e) = crate::runs::prune(
+                            state.store(),
+                            &state.home.logs_dir(),
+                            &state.home.work_dir(),
+                            &dag.id,
+                            dag.retention,
+                        ) {
+                            tracing::error!(dag_id = %dag.id, error = %e, "cannot prune old runs");
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(dag_id = %key.0, run_id = %key.1, error = %e, "run stopped by a store error"),
+            }
+            state.active.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            state.run_ended.notify_waiters();
+            state.wake.notify_one();
+        });
+    }
+}
+
+fn log_progress(dag_id: String, run_id: String) -> Arc<dyn Fn(Progress) + Send + Sync> {
+    Arc::new(move |p| match p {
+        Progress::AttemptStarted { task_id, try_number, max_tries } => {
+            tracing::info!(%dag_id, %run_id, %task_id, try_number, max_tries, "attempt started");
+        }
+        Progress::TaskSettled { task_id, state, try_number, error, .. } => match error {
+            Some(error) => tracing::warn!(%dag_id, %run_id, %task_id, try_number, state = state.name(), %error, "task settled"),
+            None => tracing::info!(%dag_id, %run_id, %task_id, try_number, state = state.name(), "task settled"),
+        },
+        _ => {}
+    })
+}
+
+/// The server as a [`Host`] for the commands its API answers.
+pub(crate) struct ServerHost(pub(crate) Arc<State>);
+
+impl Host for ServerHost {
+    fn store(&self) -> &Store {
+        self.0.store()
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.0.registry
+    }
+
+    fn logs_dir(&self) -> PathBuf {
+        self.0.home.logs_dir()
+    }
+
+    fn is_active(&self, dag_id: &str, run_id: &str) -> bool {
+        self.0.active.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&(dag_id.to_string(), run_id.to_string()))
+    }
+
+    fn cancel_active(&self, dag_id: &str, run_id: &str) -> bool {
+        match self.0.active.lock().unwrap_or_else(|e| e.into_inner()).get(&(dag_id.to_string(), run_id.to_string())) {
+            Some(control) => {
+                control.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn dags_changed(&self) {
+        self.0.wake.notify_one();
+    }
+
+    fn runs_queued(&self) {
+        self.0.wake.notify_one();
+    }
+}
+
+fn random_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The token: set explicitly, or the one of the previous start, or a new one.
+fn token(root: &Path, addr: &SocketAddr) -> Result<String, CommandError> {
+    if let Some(token) = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()) {
+        return Ok(token);
+    }
+    if !addr.ip().is_loopback() {
+        return Err(CommandError::usage(format!(
+            "refusing to listen on {addr}, beyond this machine, with a generated token; set {TOKEN_ENV} to a secret of your own (at least 32 characters) and start again, or listen on 127.0.0.1"
+        )));
+    }
+    let previous = std::fs::read_to_string(root.join(SERVER_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<ServerFile>(&t).ok())
+        .map(|f| f.token);
+    match previous {
+        Some(token) => Ok(token),
+        None => random_token().map_err(|e| CommandError::usage(format!("cannot read /dev/urandom for a token: {e}"))),
+    }
+}
+
+fn write_server_file(root: &Path, file: &ServerFile) -> Result<(), CommandError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = root.join(SERVER_FILE);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| CommandError::usage(format!("cannot write {}: {e}", path.display())))?;
+    out.write_all(serde_json::to_string_pretty(file).unwrap_or_default().as_bytes())
+        .map_err(|e| CommandError::usage(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Runs `flowctl server` until SIGTERM or SIGINT.
+pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -> Result<u8, CommandError> {
+    let addr: SocketAddr = args.listen.parse().map_err(|_| {
+        CommandError::usage(format!("--listen \"{}\": expected an address and port, e.g. 127.0.0.1:8787", args.listen))
+    })?;
+    let root = Home::resolve(home_flag);
+    let home = crate::commands::open_home(home_flag, "flowctl server")?;
+    let token = token(&root, &addr)?;
+    let masker = Masker::from_env();
+    masker.add(&token);
+    let settings =
+        ExecutorSettings { parallelism: usize::from(args.parallelism), logs_dir: home.logs_dir(), work_dir: home.work_dir() };
+    let executor = Arc::new(Executor::new(home.store().clone(), registry.clone(), masker, settings));
+    let state = Arc::new(State {
+        home,
+        registry: registry.clone(),
+        executor,
+        active: Mutex::new(HashMap::new()),
+        dags: Mutex::new(HashMap::new()),
+        wake: Notify::new(),
+        run_ended: Notify::new(),
+        drain: CancellationToken::new(),
+        halt: CancellationToken::new(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::usage(format!("cannot start the async runtime: {e}")))?;
+    let result = runtime.block_on(run_server(state.clone(), addr, token, args.clone(), root.clone()));
+    let _ = std::fs::remove_file(root.join(SERVER_FILE));
+    state.executor.sync_logs();
+    result
+}
+
+async fn run_server(state: Arc<State>, addr: SocketAddr, token: String, args: ServerArgs, root: PathBuf) -> Result<u8, CommandError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return Err(CommandError::usage("cannot install signal handlers"));
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| CommandError::usage(format!("cannot listen on {addr}: {e}; is another server using that port? choose one with --listen")))?;
+    let bound = listener.local_addr().map_err(|e| CommandError::usage(format!("cannot read the listening address: {e}")))?;
+    write_server_file(&root, &ServerFile { address: bound.to_string(), token: token.clone(), pid: std::process::id() })?;
+    tracing::info!(address = %bound, home = %root.display(), "flowctl server listening");
+    eprintln!("flowctl server: listening on http://{bound}, home {}", root.display());
+
+    if let Some(dir) = &args.dags {
+        watch::apply_folder(&state, dir);
+    }
+    let watcher = args.dags.as_ref().and_then(|dir| watch::start(state.clone(), dir.clone()));
+
+    let scheduler = tokio::spawn(scheduler::run(state.clone()));
+    let stop_api = CancellationToken::new();
+    let api = tokio::spawn(api::serve(state.clone(), listener, token, stop_api.clone()));
+
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    eprintln!(
+        "flowctl server: stopping: no new runs or tasks start; running tasks get {} to finish",
+        humantime::format_duration(args.grace)
+    );
+    drop(watcher);
+    state.drain.cancel();
+    state.wake.notify_one();
+    let drained = tokio::time::timeout(args.grace, wait_idle(&state)).await.is_ok();
+    if !drained {
+        eprintln!("flowctl server: grace period over: stopping running tasks");
+        state.halt.cancel();
+        wait_idle(&state).await;
+    }
+    let _ = scheduler.await;
+    stop_api.cancel();
+    let _ = api.await;
+    state.store().flush()?;
+    eprintln!("flowctl server: stopped");
+    Ok(crate::commands::exit::OK)
+}
+
+async fn wait_idle(state: &State) {
+    loop {
+        let ended = state.run_ended.notified();
+        if state.active.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            return;
+        }
+        ended.await;
+    }
+}

@@ -1,0 +1,105 @@
+//! The scheduler loop: creates the runs that schedules call for, starts queued runs within each
+//! DAG's `max_active_runs`, resumes runs a stopped process left, and sleeps until the next fire
+//! time or until something changes.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::State;
+use crate::state::{RunState, Trigger};
+use crate::timetable;
+
+/// Runs until the server drains.
+pub(super) async fn run(state: Arc<State>) {
+    loop {
+        if state.drain.is_cancelled() {
+            return;
+        }
+        // Register interest before looking, so a wake-up during the pass is not lost.
+        let woken = state.wake.notified();
+        let next = match pass(&state) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "scheduler pass failed; retrying in a minute");
+                Some(Utc::now() + chrono::Duration::minutes(1))
+            }
+        };
+        let sleep = next.map(|at| (at - Utc::now()).to_std().unwrap_or_default());
+        tokio::select! {
+            _ = woken => {}
+            _ = state.drain.cancelled() => return,
+            _ = async {
+                match sleep {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+}
+
+/// One look at every DAG: create due runs, start what may start. Returns when to look again.
+fn pass(state: &Arc<State>) -> Result<Option<DateTime<Utc>>, crate::commands::CommandError> {
+    let store = state.store();
+    let now = Utc::now();
+    let mut next_wake: Option<DateTime<Utc>> = None;
+    for mut record in store.dags()? {
+        let dag = match state.dag(&record.dag_id, record.latest_version) {
+            Ok(dag) => dag,
+            Err(e) => {
+                tracing::error!(dag_id = %record.dag_id, error = %e, "cannot load the DAG's latest version");
+                continue;
+            }
+        };
+        let runs = store.runs(&dag.id)?;
+        // Runs a stopped process left running resume first, whatever max_active_runs says: they
+        // were already counted when they started.
+        for run in runs.iter().filter(|r| r.state == RunState::Running) {
+            if let Ok(version) = state.dag(&dag.id, run.dag_version) {
+                state.start_run(version, run.clone());
+            }
+        }
+        if record.paused {
+            continue;
+        }
+        let unfinished = runs.iter().filter(|r| !r.state.is_terminal()).count();
+        let mut slots = (dag.max_active_runs as usize).saturating_sub(unfinished);
+        if dag.schedule.is_some() && slots > 0 {
+            let mut created = false;
+            for interval in timetable::due_intervals(&dag, record.last_scheduled_end, now) {
+                if slots == 0 {
+                    break;
+                }
+                if crate::runs::create_interval_run(store, &dag, record.latest_version, Trigger::Scheduled, interval.start, interval.end)?
+                    .is_some()
+                {
+                    slots -= 1;
+                }
+                record.last_scheduled_end = Some(interval.end);
+                created = true;
+            }
+            if created {
+                store.put_dag(&record)?;
+            }
+        }
+        if dag.schedule.is_some() {
+            if let Some(at) = timetable::next_wakeup(&dag, record.last_scheduled_end) {
+                next_wake = Some(next_wake.map_or(at, |n| n.min(at)));
+            }
+        }
+        // Queued runs start oldest first while the DAG has room.
+        let mut queued: Vec<_> = store.runs(&dag.id)?.into_iter().filter(|r| r.state == RunState::Queued).collect();
+        queued.sort_by_key(|r| (r.logical_date, r.created_at));
+        for run in queued {
+            if state.active_count(&dag.id) >= dag.max_active_runs as usize {
+                break;
+            }
+            match state.dag(&dag.id, run.dag_version) {
+                Ok(version) => state.start_run(version, run),
+                Err(e) => tracing::error!(dag_id = %dag.id, run_id = %run.run_id, error = %e, "cannot load the run's DAG version"),
+            }
+        }
+    }
+    Ok(next_wake)
+}

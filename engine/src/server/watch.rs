@@ -1,0 +1,89 @@
+//! `--dags DIR`: apply the folder at start and whenever a file in it changes. Each file is compiled
+//! on its own, so a file that no longer compiles is reported with its diagnostics and its DAG keeps
+//! its last good version while the others move on.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+
+use super::State;
+use crate::compile::{compile, discover, SourceFile};
+
+/// How long to wait after a change for the burst of events an editor's save makes to settle.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Compiles every file of `dir` on its own and stores the new versions of those that compile.
+pub(super) fn apply_folder(state: &Arc<State>, dir: &Path) {
+    let (files, errors) = discover(&[dir.to_path_buf()]);
+    for e in errors {
+        tracing::error!(diagnostic = %e.short(), "cannot read the DAG folder");
+    }
+    let mut seen: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
+    for path in files {
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "cannot read DAG file");
+                continue;
+            }
+        };
+        match compile(&[SourceFile { path: path.clone(), bytes }], &state.registry) {
+            Ok(compiled) => {
+                for dag in compiled.dags {
+                    if let Some(first) = seen.get(&dag.id) {
+                        tracing::error!(file = %path.display(), dag_id = %dag.id, first = %first.display(), "DAG id already used by another file; keeping the first");
+                        continue;
+                    }
+                    seen.insert(dag.id.clone(), path.clone());
+                    match crate::commands::store_version(state.store(), &dag) {
+                        Ok((version, change)) => {
+                            if change != crate::commands::Change::Unchanged {
+                                tracing::info!(dag_id = %dag.id, version, change = ?change, "DAG applied");
+                            }
+                        }
+                        Err(e) => tracing::error!(dag_id = %dag.id, error = %e, "cannot store the DAG"),
+                    }
+                }
+            }
+            Err(diagnostics) => {
+                for d in diagnostics {
+                    tracing::error!(diagnostic = %d.short(), "DAG file does not compile; its DAG keeps its last good version");
+                }
+            }
+        }
+    }
+    state.wake.notify_one();
+}
+
+/// Watches `dir`; the returned watcher stops watching when dropped.
+pub(super) fn start(state: Arc<State>, dir: PathBuf) -> Option<notify::RecommendedWatcher> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(folder = %dir.display(), error = %e, "cannot watch the DAG folder; changes need `flowctl apply`");
+            return None;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::Recursive) {
+        tracing::error!(folder = %dir.display(), error = %e, "cannot watch the DAG folder; changes need `flowctl apply`");
+        return None;
+    }
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Let the burst settle, then apply once.
+            tokio::time::sleep(SETTLE).await;
+            while rx.try_recv().is_ok() {}
+            let state = state.clone();
+            let dir = dir.clone();
+            let _ = tokio::task::spawn_blocking(move || apply_folder(&state, &dir)).await;
+        }
+    });
+    Some(watcher)
+}

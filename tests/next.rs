@@ -1,0 +1,157 @@
+//! `flowctl next` through the real binary: the fire times and data intervals of an applied DAG
+//! or a DAG file, across daylight-saving changes, and the errors for what it cannot answer.
+
+mod util;
+
+use util::setup;
+
+const NIGHTLY: &str = "\
+dag: nightly
+schedule: 30 2 * * *
+timezone: America/New_York
+start_date: 2024-01-01
+tasks:
+  - id: load
+    operator: noop
+";
+
+/// Compares whole outputs, showing both on failure.
+#[track_caller]
+fn assert_text(actual: &str, expected: &str) {
+    assert_eq!(actual, expected, "\n--- expected ---\n{expected}\n--- actual ---\n{actual}");
+}
+
+#[test]
+fn next_of_an_applied_dag_across_the_spring_change() {
+    let (home, cmd) = setup();
+    let file = home.write("nightly.yaml", NIGHTLY);
+    cmd.run(["apply".as_ref(), file.as_os_str()]).expect_code(0);
+    let run = cmd.run(["next", "nightly", "-n", "3", "--after", "2024-03-09T12:00:00Z"]);
+    run.expect_code(0);
+    // 02:30 does not exist on 10 March in New York: that run fires at 03:00 EDT.
+    assert_text(
+        &run.stdout,
+        "\
+DAG nightly: \"30 2 * * *\" in America/New_York; a run's logical date is the start of its data interval
+FIRES AT                   DATA INTERVAL
+2024-03-10T03:00:00-04:00  [2024-03-09T02:30:00-05:00, 2024-03-10T03:00:00-04:00)
+2024-03-11T02:30:00-04:00  [2024-03-10T03:00:00-04:00, 2024-03-11T02:30:00-04:00)
+2024-03-12T02:30:00-04:00  [2024-03-11T02:30:00-04:00, 2024-03-12T02:30:00-04:00)
+",
+    );
+    assert_text(&run.stderr, "");
+}
+
+#[test]
+fn next_of_a_file_is_not_stored() {
+    let (home, cmd) = setup();
+    let hourly = NIGHTLY.replace("dag: nightly", "dag: hourly").replace("30 2 * * *", "'@hourly'");
+    let file = home.write("hourly.yaml", &hourly);
+    // A date is midnight in the DAG's zone; the clock goes back at 02:00 EDT, so 01:00 fires twice.
+    let run = cmd.run(["next".as_ref(), file.as_os_str(), "-n".as_ref(), "3".as_ref(), "--after".as_ref(), "2024-11-03".as_ref()]);
+    run.expect_code(0);
+    assert_text(
+        &run.stdout,
+        "\
+DAG hourly: \"@hourly\" in America/New_York; a run's logical date is the start of its data interval
+FIRES AT                   DATA INTERVAL
+2024-11-03T01:00:00-04:00  [2024-11-03T00:00:00-04:00, 2024-11-03T01:00:00-04:00)
+2024-11-03T01:00:00-05:00  [2024-11-03T01:00:00-04:00, 2024-11-03T01:00:00-05:00)
+2024-11-03T02:00:00-05:00  [2024-11-03T01:00:00-05:00, 2024-11-03T02:00:00-05:00)
+",
+    );
+    assert!(!home.path().exists(), "next FILE must not create or write the home");
+}
+
+#[test]
+fn next_stops_at_end_date() {
+    let (home, cmd) = setup();
+    let ending = NIGHTLY.replace("start_date: 2024-01-01", "start_date: 2024-01-01\nend_date: 2024-03-11");
+    let file = home.write("nightly.yaml", &ending);
+    let run = cmd.run(["next".as_ref(), file.as_os_str(), "--after".as_ref(), "2024-03-10T12:00:00Z".as_ref()]);
+    run.expect_code(0);
+    assert_text(
+        &run.stdout,
+        "\
+DAG nightly: \"30 2 * * *\" in America/New_York; a run's logical date is the start of its data interval
+FIRES AT                   DATA INTERVAL
+2024-03-11T02:30:00-04:00  [2024-03-10T03:00:00-04:00, 2024-03-11T02:30:00-04:00)
+2024-03-12T02:30:00-04:00  [2024-03-11T02:30:00-04:00, 2024-03-12T02:30:00-04:00)
+no more runs: end_date is 2024-03-11T00:00:00-04:00
+",
+    );
+    let run = cmd.run(["next".as_ref(), file.as_os_str(), "--after".as_ref(), "2025-01-01T00:00:00Z".as_ref()]);
+    run.expect_code(0);
+    assert!(run.stdout.ends_with("no runs after 2024-12-31T19:00:00-05:00: end_date is 2024-03-11T00:00:00-04:00\n"), "{}", run.stdout);
+}
+
+#[test]
+fn next_without_a_schedule_an_unknown_dag_or_a_bad_after_exits_2() {
+    let (home, cmd) = setup();
+    let manual = NIGHTLY.replace("dag: nightly", "dag: manual").replace("schedule: 30 2 * * *\n", "");
+    let nightly = home.write("nightly.yaml", NIGHTLY);
+    let manual = home.write("manual.yaml", &manual);
+    cmd.run(["apply".as_ref(), nightly.as_os_str(), manual.as_os_str()]).expect_code(0);
+
+    let run = cmd.run(["next", "manual"]);
+    run.expect_code(2);
+    assert_text(
+        &run.stderr,
+        &format!(
+            "error: DAG \"manual\" has no schedule, so it has no fire times; add `schedule:` (e.g. '@daily') to {}, or start runs with `flowctl run manual`\n",
+            manual.display()
+        ),
+    );
+
+    let run = cmd.run(["next", "nightlly"]);
+    run.expect_code(2);
+    assert_text(
+        &run.stderr,
+        "error: no DAG \"nightlly\" is applied to this home (did you mean \"nightly\"?); apply it with `flowctl apply FILE`, or give the file's path\n",
+    );
+
+    let run = cmd.run(["next", "nightly", "--after", "yesterday"]);
+    run.expect_code(2);
+    assert_text(
+        &run.stderr,
+        "error: --after \"yesterday\": expected an RFC 3339 timestamp like 2024-03-10T06:00:00Z or a date like 2024-03-10 (midnight in America/New_York)\n",
+    );
+    assert_eq!(run.stdout, "");
+
+    let run = cmd.run(["next", "nightly", "-n", "0"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("0 is not in 1..=10000"), "{}", run.stderr);
+}
+
+/// Now as an RFC 3339 UTC timestamp (whole seconds), without a date library.
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs() as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest / 60 % 60, rest % 60)
+}
+
+#[test]
+fn next_after_now_by_default() {
+    let (home, cmd) = setup();
+    let file = home.write("nightly.yaml", NIGHTLY);
+    let before = now_rfc3339();
+    let run = cmd.run(["next".as_ref(), file.as_os_str(), "-n".as_ref(), "2".as_ref()]);
+    let after = now_rfc3339();
+    run.expect_code(0);
+    // The same as --after the instant just before or just after it ran (a fire time may fall
+    // between the two).
+    let explicit = |at: &str| cmd.run(["next".as_ref(), file.as_os_str(), "-n".as_ref(), "2".as_ref(), "--after".as_ref(), at.as_ref()]).stdout;
+    let (from_before, from_after) = (explicit(&before), explicit(&after));
+    assert!(run.stdout == from_before || run.stdout == from_after, "default:\n{}\n--after {before}:\n{from_before}", run.stdout);
+    assert_eq!(run.stdout.lines().count(), 4, "{}", run.stdout);
+}
