@@ -130,6 +130,16 @@ impl ZeroNanos for DateTime<Utc> {
     }
 }
 
+/// The data interval of a run triggered by hand, as Airflow infers it: the last complete
+/// interval of the schedule at the logical date (a daily DAG triggered at 01:00 on the 25th
+/// processes the 24th). A DAG without a schedule has an empty interval at the logical date.
+pub fn manual_interval(dag: &Dag, logical_date: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let Some(schedule) = &dag.schedule else { return (logical_date, logical_date) };
+    let Some(end) = schedule.prev_at_or_before(logical_date, dag.timezone) else { return (logical_date, logical_date) };
+    let start = schedule.prev_at_or_before(end - chrono::Duration::seconds(1), dag.timezone).unwrap_or(end);
+    (start, end)
+}
+
 /// Creates a run of `dag` (queued) and stores it durably. Task instances get a record when they
 /// first change; until then they have not started.
 pub fn create_run(
@@ -140,12 +150,12 @@ pub fn create_run(
     logical_date: DateTime<Utc>,
     params: serde_json::Map<String, serde_json::Value>,
 ) -> Result<DagRun, CommandError> {
-    let interval_end = dag.schedule.as_ref().and_then(|s| s.next_after(logical_date, dag.timezone)).unwrap_or(logical_date);
+    let (interval_start, interval_end) = manual_interval(dag, logical_date);
     let run = DagRun {
         dag_id: dag.id.clone(),
         run_id: new_run_id(store, &dag.id, trigger.prefix(), logical_date)?,
         logical_date,
-        data_interval_start: logical_date,
+        data_interval_start: interval_start,
         data_interval_end: interval_end,
         trigger,
         params,
