@@ -156,3 +156,45 @@ fn next_after_now_by_default() {
     assert!(run.stdout == from_before || run.stdout == from_after, "default:\n{}\n--after {before}:\n{from_before}", run.stdout);
     assert_eq!(run.stdout.lines().count(), 4, "{}", run.stdout);
 }
+
+/// Every `$ flowctl next ...` shown in docs/scheduling.md prints what the page says, once the
+/// page's DAGs are applied.
+#[test]
+fn the_flowctl_next_examples_in_docs_scheduling_md_are_real() {
+    let (home, cmd) = setup();
+    let doc_path = util::repo_root().join("docs/scheduling.md");
+    let doc = std::fs::read_to_string(&doc_path).unwrap_or_else(|e| panic!("{}: {e}", doc_path.display()));
+    // Fenced blocks as (info string, lines).
+    let mut blocks: Vec<(&str, Vec<&str>)> = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        if let Some(info) = line.strip_prefix("```") {
+            blocks.push((info, lines.by_ref().take_while(|l| !l.starts_with("```")).collect()));
+        }
+    }
+    let mut applied = 0;
+    for (info, body) in &blocks {
+        if *info == "yaml" && body.first().is_some_and(|l| l.starts_with("dag:")) {
+            applied += 1;
+            let file = home.write(&format!("doc{applied}.yaml"), &(body.join("\n") + "\n"));
+            cmd.run(["apply".as_ref(), file.as_os_str()]).expect_code(0);
+        }
+    }
+    let mut checked = 0;
+    for (info, body) in &blocks {
+        if *info != "text" {
+            continue;
+        }
+        let mut rest = body.as_slice();
+        while let Some(start) = rest.iter().position(|l| l.starts_with("$ flowctl next")) {
+            let args: Vec<&str> = rest[start].trim_start_matches("$ flowctl ").split_whitespace().collect();
+            let end = rest[start + 1..].iter().position(|l| l.starts_with("$ ")).map_or(rest.len(), |i| start + 1 + i);
+            let expected: String = rest[start + 1..end].iter().map(|l| format!("{l}\n")).collect();
+            let run = cmd.run(&args);
+            assert_text(&format!("{}{}", run.stdout, run.stderr), &expected);
+            checked += 1;
+            rest = &rest[end..];
+        }
+    }
+    assert!(applied >= 3 && checked >= 5, "found {applied} DAGs and {checked} commands in {}", doc_path.display());
+}
