@@ -11,6 +11,19 @@ echo "== toolchain"
 cargo --version
 rustc --version
 
+# The alert tests talk to a real SMTP server on loopback: Python's aiosmtpd, pinned, in a
+# virtualenv kept beside the build cache (so `cargo clean` keeps it). The tests find it through
+# FLOWCTL_TEST_PYTHON and fail, saying to run this script, when it is missing.
+AIOSMTPD_VERSION=1.4.6
+FLOWCTL_VENV="${FLOWCTL_VENV:-$HOME/.cache/flowctl-venv}"
+echo "== python test tools (aiosmtpd ${AIOSMTPD_VERSION} in ${FLOWCTL_VENV})"
+if ! "${FLOWCTL_VENV}/bin/python" -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ != '${AIOSMTPD_VERSION}')" 2>/dev/null; then
+  python3 -m venv "${FLOWCTL_VENV}"
+  "${FLOWCTL_VENV}/bin/python" -m pip install --quiet --disable-pip-version-check "aiosmtpd==${AIOSMTPD_VERSION}"
+fi
+export FLOWCTL_TEST_PYTHON="${FLOWCTL_VENV}/bin/python"
+"${FLOWCTL_TEST_PYTHON}" -c "import aiosmtpd; print('aiosmtpd', aiosmtpd.__version__)"
+
 echo "== build"
 cargo build --workspace --all-targets --locked
 

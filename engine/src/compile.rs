@@ -621,8 +621,17 @@ impl<'f> Checker<'f> {
                             _ => {}
                         }
                     }
-                    let hint = "list who gets the mail, e.g. `to: [data-team@example.com]`";
-                    self.require_list(value, key_pos, "to", "`alerts.email:`", hint);
+                    // Without `to:`, the config file's `alerts.to` receive the mail; an empty list
+                    // is a mistake, not a way to say so.
+                    if let Some((_, to)) = value.as_map().and(value.get("to")) {
+                        if to.as_seq().is_some_and(<[Node]>::is_empty) {
+                            self.error(
+                                to.pos,
+                                "\"to\" in `alerts.email:` is empty",
+                                Some("list who gets the mail, e.g. `to: [data-team@example.com]`, or leave `to:` out to mail the config file's alerts.to"),
+                            );
+                        }
+                    }
                     alerts.email = Some(email);
                 }
                 "webhook" => {

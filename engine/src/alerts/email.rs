@@ -191,7 +191,8 @@ impl Smtp {
             }
             let params = self.tls_parameters()?;
             if let Err(e) = conn.starttls(params, &hello).await {
-                return Err(if e.is_tls() { self.tls_error(&e) } else { self.answer_error("STARTTLS", &e) });
+                // Past the server's yes to STARTTLS, any failure is the handshake's.
+                return Err(if e.is_permanent() || e.is_transient() { self.answer_error("STARTTLS", &e) } else { self.tls_error(&e) });
             }
         }
         if let Some(login) = &self.login {
