@@ -134,6 +134,15 @@ pub enum Request {
         /// Run failed runs of the range again.
         rerun_failed: bool,
     },
+    /// `flowctl next DAG`.
+    Next {
+        /// The DAG.
+        dag: String,
+        /// How many fire times.
+        n: usize,
+        /// `--after`.
+        after: Option<String>,
+    },
     /// The closing summary of a run (after waiting for it).
     Summary {
         /// The DAG.
@@ -223,10 +232,11 @@ fn answer(host: &dyn Host, request: &Request) -> Result<Reply, CommandError> {
             let logical = super::run::logical_date(&compiled, date.as_deref())?;
             let run = super::run::create_run(store, &compiled, version, Trigger::Manual, logical, params)?;
             host.runs_queued();
-            Ok(Reply {
-                output: Output::ok(format!("run {} of {dag} queued\n", run.run_id)),
-                runs: vec![(dag.clone(), run.run_id)],
-            })
+            Ok(paused_note(
+                store,
+                dag,
+                Reply { output: Output::ok(format!("run {} of {dag} queued\n", run.run_id)), runs: vec![(dag.clone(), run.run_id)] },
+            ))
         }
         Request::Clear { dag, run, tasks, downstream, failed_only } => {
             if host.is_active(dag, run) {
@@ -242,10 +252,14 @@ fn answer(host: &dyn Host, request: &Request) -> Result<Reply, CommandError> {
                 return Ok(Output::ok(format!("nothing to clear in run {run} of {dag}\n")).into());
             }
             host.runs_queued();
-            Ok(Reply {
-                output: Output::ok(format!("cleared {} of run {run} of {dag}: {}\n", plural(cleared.len(), "task"), cleared.join(", "))),
-                runs: vec![(dag.clone(), run.clone())],
-            })
+            Ok(paused_note(
+                store,
+                dag,
+                Reply {
+                    output: Output::ok(format!("cleared {} of run {run} of {dag}: {}\n", plural(cleared.len(), "task"), cleared.join(", "))),
+                    runs: vec![(dag.clone(), run.clone())],
+                },
+            ))
         }
         Request::Cancel { dag, run } => {
             let record = dag_record(store, dag)?;
@@ -277,7 +291,11 @@ fn answer(host: &dyn Host, request: &Request) -> Result<Reply, CommandError> {
             host.dags_changed();
             Ok(Output::ok(format!("{dag} {word}\n")).into())
         }
-        Request::Backfill { dag, from, to, rerun_failed } => backfill(host, dag, from, to, *rerun_failed),
+        Request::Backfill { dag, from, to, rerun_failed } => backfill(host, dag, from, to, *rerun_failed).map(|r| paused_note(store, dag, r)),
+        Request::Next { dag, n, after } => {
+            let (compiled, _) = super::run::load_applied(store, dag, registry)?;
+            Ok(Output::ok(super::next::next_report(&compiled, *n, after.as_deref(), Utc::now())?).into())
+        }
         Request::Summary { dag, run } => {
             let stored = store
                 .run(dag, run)?
@@ -295,6 +313,18 @@ fn answer(host: &dyn Host, request: &Request) -> Result<Reply, CommandError> {
             Ok(Output { code, stdout: text, stderr: String::new() }.into())
         }
     }
+}
+
+/// Runs of a paused DAG wait until it is unpaused (as in Airflow): say so, and wait for nothing.
+fn paused_note(store: &Store, dag_id: &str, mut reply: Reply) -> Reply {
+    if reply.runs.is_empty() || !store.dag(dag_id).ok().flatten().is_some_and(|r| r.paused) {
+        return reply;
+    }
+    reply.output.stderr.push_str(&format!(
+        "note: DAG {dag_id} is paused, so its queued runs start when it is unpaused: `flowctl unpause {dag_id}`\n"
+    ));
+    reply.runs.clear();
+    reply
 }
 
 fn plural(n: usize, word: &str) -> String {
@@ -320,9 +350,19 @@ fn backfill(host: &dyn Host, dag_id: &str, from: &str, to: &str, rerun_failed: b
     if end < start {
         return Err(CommandError::usage(format!("--to {to} is before --from {from}")));
     }
-    let intervals = crate::timetable::intervals_between(&dag, start, end);
+    // Only past intervals: an interval that has not ended yet is the scheduler's to run.
+    let now = Utc::now();
+    let all = crate::timetable::intervals_between(&dag, start, end);
+    let capped = all.len() >= crate::timetable::MAX_INTERVALS;
+    let intervals: Vec<_> = all.into_iter().filter(|i| i.end <= now).collect();
+    if capped {
+        return Err(CommandError::usage(format!(
+            "--from {from} --to {to} holds more than {} intervals of {dag_id}; backfill a narrower range at a time",
+            crate::timetable::MAX_INTERVALS
+        )));
+    }
     if intervals.is_empty() {
-        return Ok(Output::ok(format!("no interval of {dag_id} has a logical date between {from} and {to}\n")).into());
+        return Ok(Output::ok(format!("no interval of {dag_id} that has ended has a logical date between {from} and {to}\n")).into());
     }
     let mut table = Table::new(&["RUN", "LOGICAL DATE", "DATA INTERVAL END", "ACTION"]);
     let mut waits = Vec::new();

@@ -10,9 +10,8 @@ use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
 
-use super::run::load_applied;
 use super::table::Table;
-use super::{exit, open_home, CommandError};
+use super::{exit, CommandError};
 use crate::compile::compile_paths;
 use crate::dag::Dag;
 use crate::operator::Registry;
@@ -96,9 +95,9 @@ pub fn next(home: Option<&Path>, target: &str, n: usize, after: Option<&str>, re
         let compiled = compile_paths(&[path.to_path_buf()], registry).map_err(CommandError::Invalid)?;
         compiled.dags.into_iter().next().ok_or_else(|| CommandError::usage(format!("{target} holds no DAG")))?
     } else {
-        let home = open_home(home, &format!("flowctl next {target}"))?;
-        let (dag, _) = load_applied(home.store(), target, registry)?;
-        (*dag).clone()
+        // An applied DAG: through the server when one holds the home.
+        let request = super::Request::Next { dag: target.to_string(), n, after: after.map(str::to_string) };
+        return super::dispatch(home, &request, false, registry);
     };
     let text = next_report(&dag, n, after, Utc::now())?;
     out!("{text}");

@@ -84,7 +84,9 @@ fn pass(state: &Arc<State>) -> Result<Option<DateTime<Utc>>, crate::commands::Co
             }
         }
         if dag.schedule.is_some() {
-            if let Some(at) = timetable::next_wakeup(&dag, record.last_scheduled_end) {
+            // A wake-up already due means intervals wait for a free slot: a run ending wakes the
+            // scheduler then, so only future fire times set the alarm (no spinning meanwhile).
+            if let Some(at) = timetable::next_wakeup(&dag, record.last_scheduled_end).filter(|at| *at > now) {
                 next_wake = Some(next_wake.map_or(at, |n| n.min(at)));
             }
         }
