@@ -172,6 +172,12 @@ pub fn create_run(
 
 /// Runs `flowctl run`.
 pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u8, CommandError> {
+    if crate::client::Client::for_home(&Home::resolve(home)).is_some() {
+        return Err(CommandError::usage(format!(
+            "a flowctl server runs for this home, and `flowctl run` executes in its own process; run it through the server with `flowctl apply {0}` then `flowctl trigger DAG_ID --wait`, or stop the server first",
+            args.target
+        )));
+    }
     let home = open_home(home, &format!("flowctl run {}", args.target))?;
     let config = Config::load(home.root(), args.config.as_deref())?;
     let (dag, version) = match resolve_dag(&home, &args.target, registry) {
