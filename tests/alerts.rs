@@ -759,3 +759,64 @@ fn an_event_seen_again_or_after_a_restart_is_sent_once() {
     events.sort();
     assert_eq!(events, ["failure 2", "retry 1", "run_failure null"], "one POST per event");
 }
+
+#[test]
+fn a_server_that_never_answers_holds_flowctl_run_about_ten_seconds_at_most() {
+    let (home, cmd) = setup();
+    // Accepts connections and never says a word; the connections stay open.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming() {
+            open.push(stream);
+        }
+    });
+    write_config(&home, &plain_smtp(port));
+    let dag = home.write("fail.yaml", FAILING);
+    let started = std::time::Instant::now();
+    let run = cmd.run(["run", dag.to_str().expect("path")]);
+    let waited = started.elapsed();
+    run.expect_code(1);
+    assert!(waited < Duration::from_secs(20), "flowctl run took {waited:?}; its wait for alerts is bounded at 10 s");
+    let id = run_id(&run);
+    let status = status_json(&cmd, "al_fail", &id);
+    assert!(recorded_duration(&status) < Duration::from_millis(2500), "{status:#}");
+    let alert = &task(&status, "load")["alerts"][0];
+    assert_eq!(alert["state"], "failed", "{alert:#}");
+    assert_eq!(
+        alert["last_error"], "flowctl stopped waiting for it when it exited (its first try had not finished)",
+        "{alert:#}"
+    );
+}
+
+/// The config file examples in the docs (```yaml blocks that start with `# config.yaml`) must be
+/// files flowctl reads.
+#[test]
+fn config_examples_in_the_docs_are_valid_config_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Examples may name a CA file next to config.yaml.
+    let (cert, _) = self_signed(dir.path());
+    std::fs::copy(&cert, dir.path().join("corp-root-ca.pem")).expect("copy");
+    let mut checked = 0;
+    for doc in ["docs/config.md", "docs/alerts.md"] {
+        let text = std::fs::read_to_string(util::repo_root().join(doc)).expect("read doc");
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            let fence = line.trim_start();
+            if fence != "```yaml" {
+                continue;
+            }
+            let indent = line.len() - fence.len();
+            let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim_start() != "```").map(|l| l.get(indent..).unwrap_or("")).collect();
+            if block.first() != Some(&"# config.yaml") {
+                continue;
+            }
+            let yaml = block.join("\n");
+            let parsed = flowctl_engine::config::Config::parse(&dir.path().join("config.yaml"), &yaml);
+            assert!(parsed.is_ok(), "{doc}: a config example does not read: {}\n{yaml}", parsed.unwrap_err());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "found only {checked} config examples");
+}

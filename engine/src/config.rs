@@ -379,6 +379,8 @@ mod tests {
         assert!(err.contains("hint: smtp accepts: host, port"), "{err}");
         let err = parse("alert:\n  to: [a@example.com]\n").unwrap_err();
         assert!(err.starts_with("/h/config.yaml:1:1: unknown key \"alert\" at the top level (did you mean \"alerts\"?)"), "{err}");
+        let err = parse("connections:\n  warehouse: {}\n").unwrap_err();
+        assert!(err.contains("unknown key \"connections\" at the top level") && err.contains("hint: connections are not configurable in this build yet"), "{err}");
     }
 
     #[test]

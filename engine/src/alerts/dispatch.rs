@@ -76,7 +76,7 @@ struct Shared {
 }
 
 enum Msg {
-    Deliver(Job),
+    Deliver(Box<Job>),
     Finish { deadline: Instant, done: std::sync::mpsc::Sender<()> },
 }
 
@@ -297,10 +297,10 @@ impl Shared {
     fn submit(self: &Arc<Self>, job: Job) {
         let mut worker = self.worker.lock().unwrap_or_else(|e| e.into_inner());
         let unsent = if self.finished.load(Ordering::Relaxed) {
-            Some(Msg::Deliver(job))
+            Some(Msg::Deliver(Box::new(job)))
         } else {
             let sender = worker.get_or_insert_with(|| start_worker(self.clone()));
-            sender.send(Msg::Deliver(job)).err().map(|e| e.0)
+            sender.send(Msg::Deliver(Box::new(job))).err().map(|e| e.0)
         };
         drop(worker);
         if let Some(Msg::Deliver(job)) = unsent {
@@ -407,11 +407,11 @@ async fn worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>) {
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(Msg::Deliver(job)) => {
-                    jobs.spawn(deliver(shared.clone(), webhooks.clone(), in_flight.clone(), job));
+                    jobs.spawn(deliver(shared.clone(), webhooks.clone(), in_flight.clone(), *job));
                 }
                 Some(Msg::Finish { deadline, done }) => {
                     while let Ok(Msg::Deliver(job)) = rx.try_recv() {
-                        jobs.spawn(deliver(shared.clone(), webhooks.clone(), in_flight.clone(), job));
+                        jobs.spawn(deliver(shared.clone(), webhooks.clone(), in_flight.clone(), *job));
                     }
                     let all_done = async { while jobs.join_next().await.is_some() {} };
                     let _ = tokio::time::timeout_at(deadline.into(), all_done).await;
@@ -439,7 +439,7 @@ async fn worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>) {
 }
 
 enum Payload {
-    Email { smtp: Smtp, to: Vec<lettre::message::Mailbox>, subject: String, body: String },
+    Email { smtp: Box<Smtp>, to: Vec<lettre::message::Mailbox>, subject: String, body: String },
     Webhook { url: String, body: serde_json::Value },
 }
 
@@ -455,7 +455,7 @@ async fn prepare(shared: &Shared, job: &Job) -> Result<Payload, SendError> {
             }
             let to = mailboxes(to)?;
             let facts = shared.facts(job).await;
-            Ok(Payload::Email { smtp, to, subject: facts.subject(), body: facts.text() })
+            Ok(Payload::Email { smtp: Box::new(smtp), to, subject: facts.subject(), body: facts.text() })
         }
         Channel::Webhook { url } => {
             let facts = shared.facts(job).await;

@@ -217,7 +217,7 @@ impl AlertFacts {
             out.push_str("\nTasks:\n\n");
             let width = |f: fn(&TaskLine) -> &str, title: &str| self.tasks.iter().map(|t| f(t).len()).max().unwrap_or(0).max(title.len());
             let (wt, ws, wr) = (width(|t| &t.task_id, "TASK"), width(|t| &t.state, "STATE"), width(|t| &t.tries, "TRIES"));
-            out.push_str(&format!("    {:<wt$}  {:<ws$}  {:<wr$}  ERROR\n", "TASK", "STATE", "TRIES").trim_end().to_string());
+            out.push_str(format!("    {:<wt$}  {:<ws$}  {:<wr$}  ERROR", "TASK", "STATE", "TRIES").trim_end());
             out.push('\n');
             for t in &self.tasks {
                 let row = format!("    {:<wt$}  {:<ws$}  {:<wr$}  {}", t.task_id, t.state, t.tries, t.error);

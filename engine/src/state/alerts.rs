@@ -150,7 +150,7 @@ impl AlertDelivery {
         let event = AlertEvent::ALL.iter().find(|(e, _)| *e == self.event).map_or("", |(_, n)| n);
         match &self.task_id {
             Some(task) => format!("{event} of task {task} (try {})", self.try_number),
-            None => format!("{event} of the run"),
+            None => event.to_string(),
         }
     }
 }

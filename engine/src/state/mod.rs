@@ -1,5 +1,5 @@
 //! Durable state: the home folder, its lock, and the sled store of DAG versions, runs and task
-//! instances.
+//! instances, and the alert deliveries (`alerts.rs`, a tree of their own).
 //!
 //! Invariant: every state change is flushed to disk before the engine acts on it. The executor
 //! writes a task as running (and flushes) before the attempt starts, so a crash can never leave a
