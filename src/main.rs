@@ -241,20 +241,20 @@ fn main() -> ExitCode {
             commands::dispatch(home, &Request::Apply { paths, cwd }, false, &registry)
         }
         Command::Server { listen, dags, grace, parallelism } => {
-            let args = ServerArgs { listen, dags, grace, parallelism };
+            let args = ServerArgs { listen, dags, grace, parallelism, config: cli.config.clone() };
             flowctl_engine::server::serve(home, &args, &registry)
         }
         Command::Trigger { dag, params, date, wait } => {
-            commands::dispatch(home, &Request::Trigger { dag, params, date }, wait, &registry)
+            commands::dispatch_with_config(home, cli.config.as_deref(), &Request::Trigger { dag, params, date }, wait, &registry)
         }
         Command::Clear { dag, run, tasks, downstream, failed_only, no_wait } => {
-            commands::dispatch(home, &Request::Clear { dag, run, tasks, downstream, failed_only }, !no_wait, &registry)
+            commands::dispatch_with_config(home, cli.config.as_deref(), &Request::Clear { dag, run, tasks, downstream, failed_only }, !no_wait, &registry)
         }
         Command::Cancel { dag, run } => commands::dispatch(home, &Request::Cancel { dag, run }, true, &registry),
         Command::Pause { dag } => commands::dispatch(home, &Request::Pause { dag, paused: true }, false, &registry),
         Command::Unpause { dag } => commands::dispatch(home, &Request::Pause { dag, paused: false }, false, &registry),
         Command::Backfill { dag, from, to, rerun_failed, no_wait } => {
-            commands::dispatch(home, &Request::Backfill { dag, from, to, rerun_failed }, !no_wait, &registry)
+            commands::dispatch_with_config(home, cli.config.as_deref(), &Request::Backfill { dag, from, to, rerun_failed }, !no_wait, &registry)
         }
         Command::Run { dag, params, date, parallelism } => {
             let args = RunArgs { target: dag, params, date, parallelism, config: cli.config.clone() };

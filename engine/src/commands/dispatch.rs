@@ -56,6 +56,17 @@ fn describe(request: &Request) -> String {
 /// Sends `request` to the server or handles it here; with `wait`, waits for the runs the reply
 /// names and prints their summaries. Returns the exit code.
 pub fn dispatch(home_flag: Option<&Path>, request: &Request, wait: bool, registry: &Registry) -> Result<u8, CommandError> {
+    dispatch_with_config(home_flag, None, request, wait, registry)
+}
+
+/// [`dispatch`], with the config file (`--config`) runs executed here send their alerts through.
+pub fn dispatch_with_config(
+    home_flag: Option<&Path>,
+    config: Option<&Path>,
+    request: &Request,
+    wait: bool,
+    registry: &Registry,
+) -> Result<u8, CommandError> {
     let root = Home::resolve(home_flag);
     if let Some(client) = Client::for_home(&root) {
         let reply = client.request(request)?;
@@ -81,7 +92,7 @@ pub fn dispatch(home_flag: Option<&Path>, request: &Request, wait: bool, registr
         );
         return Ok(code);
     }
-    execute_here(&host, &reply.runs)?;
+    execute_here(&host, &reply.runs, config)?;
     for (dag, run) in &reply.runs {
         let summary: Output = handle(&host, &Request::Summary { dag: dag.clone(), run: run.clone() }).output;
         code = code.max(summary.print());
@@ -90,14 +101,20 @@ pub fn dispatch(home_flag: Option<&Path>, request: &Request, wait: bool, registr
 }
 
 /// Executes queued runs in this process, each DAG's runs at most `max_active_runs` at once.
-fn execute_here(host: &DirectHost<'_>, runs: &[(String, String)]) -> Result<(), CommandError> {
+fn execute_here(host: &DirectHost<'_>, runs: &[(String, String)], config: Option<&Path>) -> Result<(), CommandError> {
     let store = host.store().clone();
     let settings = ExecutorSettings {
         parallelism: usize::from(DEFAULT_PARALLELISM),
         logs_dir: host.home.logs_dir(),
         work_dir: host.home.work_dir(),
     };
-    let executor = Arc::new(Executor::new(store.clone(), host.registry.clone(), Masker::from_env(), settings));
+    let config = crate::config::Config::load(host.home.root(), config)?;
+    let masker = Masker::from_env();
+    // Before the executor, which copies the masker's secrets: the SMTP password joins them here.
+    let alerts = crate::alerts::AlertDispatcher::new(config, &store, host.home.logs_dir(), masker.clone(), |notice| {
+        eprintln!("warning: {notice}")
+    })?;
+    let executor = Arc::new(Executor::new(store.clone(), host.registry.clone(), masker, settings));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -129,9 +146,11 @@ fn execute_here(host: &DirectHost<'_>, runs: &[(String, String)]) -> Result<(), 
             let limit = limits.entry(dag.id.clone()).or_insert_with(|| Arc::new(Semaphore::new(dag.max_active_runs as usize))).clone();
             let executor = executor.clone();
             let control = RunControl { cancel: cancel.child_token(), ..RunControl::default() };
+            let sync = executor.clone();
+            let observer = alerts.observer(dag.clone(), &run, Arc::new(move || sync.sync_logs()));
             handles.push(tokio::spawn(async move {
                 let _slot = limit.acquire_owned().await;
-                executor.execute(dag, run, control, Arc::new(|_| {})).await
+                executor.execute(dag, run, control, Arc::new(move |p| observer.observe(&p))).await
             }));
         }
         for handle in handles {
@@ -142,5 +161,9 @@ fn execute_here(host: &DirectHost<'_>, runs: &[(String, String)]) -> Result<(), 
         stopper.abort();
     });
     executor.sync_logs();
+    let sent = alerts.finish(crate::alerts::FINISH_BOUND);
+    if sent.failed > 0 {
+        eprintln!("warning: {} alert(s) not delivered; `flowctl status DAG RUN` shows which", sent.failed);
+    }
     Ok(())
 }

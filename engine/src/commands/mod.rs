@@ -36,7 +36,7 @@ use std::path::Path;
 pub use alert::alert_test;
 pub use apply::{apply_output, source_hash, store_version, Change};
 pub use control::{handle, Host, Output, Reply, Request};
-pub use dispatch::dispatch;
+pub use dispatch::{dispatch, dispatch_with_config};
 pub use inspect::{graph, schema, validate, GraphFormat, OutputFormat};
 pub use logs::{logs, read_log};
 pub use next::{next, next_report, next_text, parse_after};

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::AlertDispatcher;
 use crate::client::{ServerFile, SERVER_FILE};
 use crate::commands::{CommandError, Host};
 use crate::dag::Dag;
@@ -40,6 +41,8 @@ pub struct ServerArgs {
     pub grace: Duration,
     /// The most attempts running at once.
     pub parallelism: u16,
+    /// `--config`: the config file [default: `<home>/config.yaml`].
+    pub config: Option<PathBuf>,
 }
 
 /// The environment variable that sets the API token explicitly (required to listen beyond this
@@ -51,6 +54,8 @@ pub(crate) struct State {
     home: Home,
     registry: Registry,
     executor: Arc<Executor>,
+    /// Sends alerts off the executor's path.
+    alerts: AlertDispatcher,
     /// Runs being executed, by (dag, run).
     active: Mutex<HashMap<(String, String), RunControl>>,
     /// Compiled DAG versions, by (dag, version).
@@ -97,7 +102,13 @@ impl State {
         }
         tracing::info!(dag_id = %key.0, run_id = %key.1, "run started");
         let state = self.clone();
-        let progress = log_progress(key.0.clone(), key.1.clone());
+        let sync = self.executor.clone();
+        let observer = self.alerts.observer(dag.clone(), &run, Arc::new(move || sync.sync_logs()));
+        let log = log_progress(key.0.clone(), key.1.clone());
+        let progress: Arc<dyn Fn(Progress) + Send + Sync> = Arc::new(move |p: Progress| {
+            observer.observe(&p);
+            log(p);
+        });
         tokio::spawn(async move {
             match state.executor.execute(dag.clone(), run, control, progress).await {
                 Ok(finished) => {
@@ -225,8 +236,15 @@ pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -
     let root = Home::resolve(home_flag);
     let home = crate::commands::open_home(home_flag, "flowctl server")?;
     let token = token(&root, &addr)?;
+    let config = crate::config::Config::load(home.root(), args.config.as_deref())?;
     let masker = Masker::from_env();
     masker.add(&token);
+    // Before the executor: the dispatcher adds the SMTP password to the masker, whose secrets the
+    // executor hands to operators.
+    let alerts = AlertDispatcher::new(config, home.store(), home.logs_dir(), masker.clone(), |notice| {
+        tracing::warn!(%notice, "alerts");
+        eprintln!("flowctl server: warning: {notice}");
+    })?;
     let settings =
         ExecutorSettings { parallelism: usize::from(args.parallelism), logs_dir: home.logs_dir(), work_dir: home.work_dir() };
     let executor = Arc::new(Executor::new(home.store().clone(), registry.clone(), masker, settings));
@@ -234,6 +252,7 @@ pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -
         home,
         registry: registry.clone(),
         executor,
+        alerts,
         active: Mutex::new(HashMap::new()),
         dags: Mutex::new(HashMap::new()),
         wake: Notify::new(),
@@ -248,6 +267,10 @@ pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -
     let result = runtime.block_on(run_server(state.clone(), addr, token, args.clone(), root.clone()));
     let _ = std::fs::remove_file(root.join(SERVER_FILE));
     state.executor.sync_logs();
+    let sent = state.alerts.finish(crate::alerts::FINISH_BOUND);
+    if sent.failed > 0 {
+        eprintln!("flowctl server: {} alert(s) not delivered; `flowctl status DAG RUN` shows which", sent.failed);
+    }
     result
 }
 
