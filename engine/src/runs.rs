@@ -169,21 +169,7 @@ pub fn create_interval_run(
     if store.run(&dag.id, &run_id)?.is_some() {
         return Ok(None);
     }
-    let run = DagRun {
-        dag_id: dag.id.clone(),
-        run_id,
-        logical_date: start,
-        data_interval_start: start,
-        data_interval_end: end,
-        trigger,
-        params: dag.params.clone(),
-        dag_version: version,
-        state: RunState::Queued,
-        created_at: Utc::now(),
-        start: None,
-        end: None,
-        note: None,
-    };
+    let run = DagRun::queued(&dag.id, run_id, start, (start, end), trigger, dag.params.clone(), version);
     store.write(&[Write::Run(run.clone())])?;
     Ok(Some(run))
 }

@@ -343,10 +343,10 @@ fn backfill(host: &dyn Host, dag_id: &str, from: &str, to: &str, rerun_failed: b
             "DAG \"{dag_id}\" has no schedule, so it has no intervals to backfill; trigger runs with `flowctl trigger {dag_id} --date D`"
         )));
     }
-    let start = super::run::logical_date(&dag, Some(from))
-        .map_err(|_| CommandError::usage(format!("--from \"{from}\": expected a date like 2024-01-31 or an RFC 3339 timestamp")))?;
-    let end = super::run::logical_date(&dag, Some(to))
-        .map_err(|_| CommandError::usage(format!("--to \"{to}\": expected a date like 2024-01-31 or an RFC 3339 timestamp")))?;
+    let start = super::run::parse_instant(&dag, from)
+        .ok_or_else(|| CommandError::usage(format!("--from \"{from}\": expected a date like 2024-01-31 or an RFC 3339 timestamp")))?;
+    let end = super::run::parse_instant(&dag, to)
+        .ok_or_else(|| CommandError::usage(format!("--to \"{to}\": expected a date like 2024-01-31 or an RFC 3339 timestamp")))?;
     if end < start {
         return Err(CommandError::usage(format!("--to {to} is before --from {from}")));
     }

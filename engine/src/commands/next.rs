@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::table::Table;
 use super::{exit, CommandError};
@@ -54,20 +54,12 @@ pub fn next_text(dag: &Dag, n: usize, after: DateTime<Utc>) -> String {
 
 /// `--after`: an RFC 3339 instant, or a date (midnight in the DAG's time zone).
 pub fn parse_after(dag: &Dag, text: &str) -> Result<DateTime<Utc>, CommandError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .and_then(|midnight| dag.timezone.from_local_datetime(&midnight).earliest())
-        .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| {
-            CommandError::usage(format!(
-                "--after \"{text}\": expected an RFC 3339 timestamp like 2024-03-10T06:00:00Z or a date like 2024-03-10 (midnight in {})",
-                dag.timezone
-            ))
-        })
+    super::run::parse_instant(dag, text).ok_or_else(|| {
+        CommandError::usage(format!(
+            "--after \"{text}\": expected an RFC 3339 timestamp like 2024-03-10T06:00:00Z or a date like 2024-03-10 (midnight in {})",
+            dag.timezone
+        ))
+    })
 }
 
 /// What `flowctl next` prints for `dag`, after checking that it has a schedule and reading

@@ -105,18 +105,23 @@ pub fn run_params(dag: &Dag, overrides: &[String]) -> Result<serde_json::Map<Str
     Ok(params)
 }
 
-/// The logical date of a manual run: `--date` (midnight in the DAG's time zone, or an RFC 3339
-/// instant), else now.
-pub fn logical_date(dag: &Dag, date: Option<&str>) -> Result<DateTime<Utc>, CommandError> {
-    let Some(text) = date else { return Ok(Utc::now().with_nanosecond_zero()) };
+/// An instant a user typed for a DAG: an RFC 3339 timestamp, or a date meaning midnight in the
+/// DAG's time zone (`--date`, `--after`, `--from`, `--to`).
+pub fn parse_instant(dag: &Dag, text: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
+        return Some(t.with_timezone(&Utc));
     }
     NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .and_then(|local| dag.timezone.from_local_datetime(&local).earliest())
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// The logical date of a manual run: `--date` (see [`parse_instant`]), else now.
+pub fn logical_date(dag: &Dag, date: Option<&str>) -> Result<DateTime<Utc>, CommandError> {
+    let Some(text) = date else { return Ok(Utc::now().with_nanosecond_zero()) };
+    parse_instant(dag, text)
         .ok_or_else(|| CommandError::usage(format!("--date \"{text}\": expected a date like 2024-01-31 or an RFC 3339 timestamp")))
 }
 
@@ -150,22 +155,9 @@ pub fn create_run(
     logical_date: DateTime<Utc>,
     params: serde_json::Map<String, serde_json::Value>,
 ) -> Result<DagRun, CommandError> {
-    let (interval_start, interval_end) = manual_interval(dag, logical_date);
-    let run = DagRun {
-        dag_id: dag.id.clone(),
-        run_id: new_run_id(store, &dag.id, trigger.prefix(), logical_date)?,
-        logical_date,
-        data_interval_start: interval_start,
-        data_interval_end: interval_end,
-        trigger,
-        params,
-        dag_version: version,
-        state: RunState::Queued,
-        created_at: Utc::now(),
-        start: None,
-        end: None,
-        note: None,
-    };
+    let interval = manual_interval(dag, logical_date);
+    let run_id = new_run_id(store, &dag.id, trigger.prefix(), logical_date)?;
+    let run = DagRun::queued(&dag.id, run_id, logical_date, interval, trigger, params, version);
     store.write(&[Write::Run(run.clone())])?;
     Ok(run)
 }

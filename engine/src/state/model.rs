@@ -125,6 +125,35 @@ pub struct DagRun {
     pub note: Option<String>,
 }
 
+impl DagRun {
+    /// A new run, queued: the interval `(start, end)`, created now.
+    pub fn queued(
+        dag_id: &str,
+        run_id: String,
+        logical_date: DateTime<Utc>,
+        (data_interval_start, data_interval_end): (DateTime<Utc>, DateTime<Utc>),
+        trigger: Trigger,
+        params: serde_json::Map<String, serde_json::Value>,
+        dag_version: u64,
+    ) -> Self {
+        DagRun {
+            dag_id: dag_id.to_string(),
+            run_id,
+            logical_date,
+            data_interval_start,
+            data_interval_end,
+            trigger,
+            params,
+            dag_version,
+            state: RunState::Queued,
+            created_at: Utc::now(),
+            start: None,
+            end: None,
+            note: None,
+        }
+    }
+}
+
 /// One task of one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskInstance {
