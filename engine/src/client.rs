@@ -73,6 +73,47 @@ impl Client {
         response.into_json().map_err(|e| CommandError::Server(format!("unreadable answer from the server: {e}")))
     }
 
+    /// Streams an attempt's log to `out` until the attempt ends (`logs --follow`).
+    pub fn follow_log(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_id: &str,
+        attempt: Option<u32>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), CommandError> {
+        let mut request = self
+            .agent
+            .get(&format!("{}/api/logs", self.base))
+            .query("dag", dag_id)
+            .query("run", run_id)
+            .query("task", task_id)
+            .set("Authorization", &format!("Bearer {}", self.token));
+        if let Some(n) = attempt {
+            request = request.query("attempt", &n.to_string());
+        }
+        let response = request.call().map_err(|e| match e {
+            ureq::Error::Status(404, response) => CommandError::Server(
+                response.into_string().unwrap_or_default().trim().trim_start_matches("error: ").to_string(),
+            ),
+            other => self.error(other),
+        })?;
+        let mut reader = response.into_reader();
+        let mut buffer = [0u8; 8192];
+        loop {
+            match std::io::Read::read(&mut reader, &mut buffer) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    if out.write_all(&buffer[..n]).and_then(|_| out.flush()).is_err() {
+                        // The reader went away (`| head`): stop quietly.
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(CommandError::Server(format!("the log stream from {} broke: {e}", self.base))),
+            }
+        }
+    }
+
     /// Waits until the run has ended.
     pub fn wait(&self, dag_id: &str, run_id: &str) -> Result<(), CommandError> {
         loop {

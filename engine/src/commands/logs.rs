@@ -66,6 +66,14 @@ pub fn logs(
     follow: bool,
 ) -> Result<u8, CommandError> {
     let root = Home::resolve(home);
+    if follow {
+        // With a server, its API streams the log (it knows when the run stops being executed).
+        if let Some(client) = crate::client::Client::for_home(&root) {
+            let stdout = std::io::stdout();
+            client.follow_log(dag_id, run_id, task_id, attempt, &mut stdout.lock())?;
+            return Ok(exit::OK);
+        }
+    }
     let (path, text) = read_log(&root.join("logs"), dag_id, run_id, task_id, attempt)?;
     let mut file = std::fs::File::open(&path).map_err(|e| CommandError::usage(format!("cannot read {}: {e}", path.display())))?;
     let _ = file.seek(SeekFrom::Start(text.len() as u64));

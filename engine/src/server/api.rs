@@ -36,6 +36,7 @@ pub(super) async fn serve(state: Arc<State>, listener: tokio::net::TcpListener, 
     let protected = Router::new()
         .route("/api/command", post(command))
         .route("/api/wait", get(wait))
+        .route("/api/logs", get(follow_log))
         .layer(middleware::from_fn_with_state(api.clone(), authorize));
     let app = Router::new().route("/health", get(health)).merge(protected).with_state(api);
     let shutdown = async move { stop.cancelled().await };
@@ -77,6 +78,62 @@ async fn command(Extract(api): Extract<Api>, Json(request): Json<Request>) -> Js
             crate::commands::Output::error(&crate::commands::CommandError::Server(format!("the command failed: {e}"))).into()
         });
     Json(reply)
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    dag: String,
+    run: String,
+    task: String,
+    attempt: Option<u32>,
+}
+
+/// How often a followed log is read for new lines.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+
+/// `logs --follow` through the server: the log so far, then its new lines as they come, until the
+/// attempt's end line, or until the run is no longer executed and nothing more comes.
+async fn follow_log(Extract(api): Extract<Api>, Query(query): Query<LogQuery>) -> Response {
+    let logs_dir = api.state.home.logs_dir();
+    let (path, text) = match crate::commands::read_log(&logs_dir, &query.dag, &query.run, &query.task, query.attempt) {
+        Ok(found) => found,
+        Err(e) => return (StatusCode::NOT_FOUND, e.render()).into_response(),
+    };
+    struct Follow {
+        state: Arc<State>,
+        path: std::path::PathBuf,
+        offset: u64,
+        key: (String, String),
+        done: bool,
+    }
+    let ended = text.lines().any(crate::logs::is_end_line);
+    let first = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(axum::body::Bytes::from(text.clone()))));
+    let follow = Follow { state: api.state.clone(), path, offset: text.len() as u64, key: (query.dag, query.run), done: ended };
+    let rest = futures_util::stream::unfold(follow, |mut f| async move {
+        loop {
+            if f.done {
+                return None;
+            }
+            let active = f.state.active.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&f.key);
+            let more = match std::fs::read(&f.path) {
+                Ok(bytes) if (bytes.len() as u64) > f.offset => bytes[f.offset as usize..].to_vec(),
+                _ => Vec::new(),
+            };
+            if !more.is_empty() {
+                f.offset += more.len() as u64;
+                f.done = String::from_utf8_lossy(&more).lines().any(crate::logs::is_end_line);
+                return Some((Ok(axum::body::Bytes::from(more)), f));
+            }
+            if !active {
+                f.done = true;
+                let note = "(the run is not being executed; the log ends here)\n";
+                return Some((Ok(axum::body::Bytes::from(note)), f));
+            }
+            tokio::time::sleep(FOLLOW_INTERVAL).await;
+        }
+    });
+    use futures_util::StreamExt;
+    axum::body::Body::from_stream(first.chain(rest)).into_response()
 }
 
 #[derive(Deserialize)]
