@@ -28,8 +28,11 @@ echo "== build"
 cargo build --workspace --all-targets --locked
 
 echo "== tests"
+# Not under `set -e`: a failure must still reach the closing count below.
+set +e
 cargo test --workspace --locked 2>&1 | tee "${CARGO_TARGET_DIR}/test-output.txt"
 status=${PIPESTATUS[0]}
+set -e
 
 # One closing line with the totals of every test binary, so a reader sees the whole count.
 passed=$(grep -Eo '[0-9]+ passed' "${CARGO_TARGET_DIR}/test-output.txt" | awk '{s+=$1} END {print s+0}')
