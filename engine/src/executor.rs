@@ -464,8 +464,15 @@ impl RunLoop {
         }
     }
 
+    /// Whether nothing new may start: the run was cancelled, or the process is shutting down.
+    /// The drain token is read as well as `draining`: a step that handles an attempt's end in
+    /// the same wake-up as the drain must not start the tasks that end unblocked.
+    fn stopping(&self) -> bool {
+        self.run.note.is_some() || self.draining || self.control.drain.is_cancelled()
+    }
+
     fn fill_slots(&mut self) {
-        if self.run.note.is_some() || self.draining {
+        if self.stopping() {
             return;
         }
         while let Some(&i) = self.reattach.front() {
@@ -530,7 +537,7 @@ impl RunLoop {
         match event {
             Event::Permits(dag, global) => {
                 self.waiting_for_permits = false;
-                let stopped = self.run.note.is_some() || self.draining;
+                let stopped = self.stopping();
                 if let (false, Some(i)) = (stopped, self.reattach.pop_front()) {
                     self.running += 1;
                     self.to_start.push((i, dag, global));

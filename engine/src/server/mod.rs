@@ -300,13 +300,14 @@ async fn run_server(state: Arc<State>, addr: SocketAddr, token: String, args: Se
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
+    drop(watcher);
+    state.drain.cancel();
+    state.wake.notify_one();
+    // Said once it is true.
     eprintln!(
         "flowctl server: stopping: no new runs or tasks start; running tasks get {} to finish",
         humantime::format_duration(args.grace)
     );
-    drop(watcher);
-    state.drain.cancel();
-    state.wake.notify_one();
     let drained = tokio::time::timeout(args.grace, wait_idle(&state)).await.is_ok();
     if !drained {
         eprintln!("flowctl server: grace period over: stopping running tasks");

@@ -29,6 +29,7 @@ pub(super) fn apply_folder(state: &Arc<State>, dir: &Path) {
                 continue;
             }
         };
+        let source = String::from_utf8_lossy(&bytes).into_owned();
         match compile(&[SourceFile { path: path.clone(), bytes }], &state.registry) {
             Ok(compiled) => {
                 for dag in compiled.dags {
@@ -48,9 +49,13 @@ pub(super) fn apply_folder(state: &Arc<State>, dir: &Path) {
                 }
             }
             Err(diagnostics) => {
+                // On stderr as well: the server's operator must see why a change is not applied.
+                let mut shown = format!("flowctl server: {} does not compile; its DAG keeps its last good version\n", path.display());
                 for d in diagnostics {
                     tracing::error!(diagnostic = %d.short(), "DAG file does not compile; its DAG keeps its last good version");
+                    shown.push_str(&format!("{}\n", d.render(Some(&source))));
                 }
+                eprint!("{shown}");
             }
         }
     }

@@ -39,6 +39,19 @@ pub enum HomeError {
     Store(#[from] StoreError),
 }
 
+/// How long [`Home::open`] waits for the lock when the process recorded as holding it is gone.
+/// The lock is a `flock`, shared by every copy of its file descriptor: a process the holder was
+/// starting (between fork and exec) when it was killed holds a copy until it execs, which closes
+/// it, or exits, which takes milliseconds. A restart right after a crash must not fail because of
+/// that.
+const DEAD_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a process runs (a zombie does not: it only waits to be reaped).
+fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+}
+
 #[derive(Serialize, Deserialize)]
 struct LockHolder {
     pid: u32,
@@ -84,22 +97,33 @@ impl Home {
             .mode(0o600)
             .open(root.join("lock"))
             .map_err(io)?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((mut file, _)) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                let holder: LockHolder = serde_json::from_str(&text).unwrap_or(LockHolder {
-                    pid: 0,
-                    command: "unknown command".into(),
-                    since: "unknown time".into(),
-                });
-                return Err(HomeError::InUse {
-                    path: root.to_path_buf(),
-                    pid: holder.pid,
-                    command: holder.command,
-                    since: holder.since,
-                });
+        let deadline = std::time::Instant::now() + DEAD_HOLDER_WAIT;
+        let mut file = file;
+        let mut lock = loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => break lock,
+                Err((mut locked, _)) => {
+                    let mut text = String::new();
+                    let _ = locked.rewind().and_then(|_| locked.read_to_string(&mut text));
+                    let holder: LockHolder = serde_json::from_str(&text).unwrap_or(LockHolder {
+                        pid: 0,
+                        command: "unknown command".into(),
+                        since: "unknown time".into(),
+                    });
+                    // The holder died (kill -9) while it was starting a process: that child holds
+                    // a copy of the lock until it execs or exits, a moment later.
+                    if holder.pid != 0 && !is_alive(holder.pid) && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        file = locked;
+                        continue;
+                    }
+                    return Err(HomeError::InUse {
+                        path: root.to_path_buf(),
+                        pid: holder.pid,
+                        command: holder.command,
+                        since: holder.since,
+                    });
+                }
             }
         };
         let holder = LockHolder {
@@ -120,10 +144,7 @@ impl Home {
     pub fn holder(root: &Path) -> Option<(u32, String)> {
         let text = std::fs::read_to_string(root.join("lock")).ok()?;
         let holder: LockHolder = serde_json::from_str(&text).ok()?;
-        let alive = holder.pid != 0
-            && std::fs::read_to_string(format!("/proc/{}/stat", holder.pid))
-                .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'));
-        alive.then_some((holder.pid, holder.command))
+        (holder.pid != 0 && is_alive(holder.pid)).then_some((holder.pid, holder.command))
     }
 
     /// The home folder.
@@ -168,5 +189,27 @@ mod tests {
         Home::open(&home, "flowctl status").unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&home).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+
+    /// A holder killed while starting a process leaves the lock with that process for a moment.
+    #[test]
+    fn a_lock_whose_holder_is_gone_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("h");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let pid = gone.id();
+        gone.wait().unwrap();
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(home.join("lock")).unwrap();
+        let mut held = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).unwrap();
+        held.write_all(format!(r#"{{"pid":{pid},"command":"flowctl server","since":"then"}}"#).as_bytes()).unwrap();
+        // The copy of the lock goes away a little later, as a child between fork and exec would.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(held);
+        });
+        let opened = Home::open(&home, "flowctl server");
+        release.join().unwrap();
+        opened.expect("the lock of a dead holder is waited for");
     }
 }
