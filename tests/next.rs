@@ -99,7 +99,7 @@ fn next_without_a_schedule_an_unknown_dag_or_a_bad_after_exits_2() {
     assert_text(
         &run.stderr,
         &format!(
-            "error: DAG \"manual\" has no schedule, so it has no fire times; add `schedule:` (e.g. '@daily') to {}, or start runs with `flowctl run manual`\n",
+            "error: DAG \"manual\" has no schedule, so it has no fire times; add `schedule:` (e.g. '@daily') to {}, or start runs with `flowctl trigger manual --wait`\n",
             manual.display()
         ),
     );

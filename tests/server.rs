@@ -898,8 +898,20 @@ fn listening_beyond_this_machine_needs_an_explicit_token() {
     for listen in ["garbage", "127.0.0.1", "127.0.0.1:99999", ""] {
         let refused = cmd.run_within(Duration::from_secs(30), ["server", "--listen", listen]);
         refused.expect_code(2);
-        assert_eq!(refused.stderr, format!("error: --listen \"{listen}\": expected an address and port, e.g. 127.0.0.1:8787\n"));
+        assert_eq!(
+            refused.stderr,
+            format!("error: --listen \"{listen}\": expected an address and port, e.g. 127.0.0.1:8787 or localhost:8787\n")
+        );
     }
+
+    // A token of its own must be a real secret.
+    let short = cmd.clone().env("FLOWCTL_API_TOKEN", "hunter2");
+    let refused = short.run_within(Duration::from_secs(30), ["server", "--listen", "0.0.0.0:0"]);
+    refused.expect_code(2);
+    assert_eq!(
+        refused.stderr,
+        "error: FLOWCTL_API_TOKEN is 7 characters long; use a secret of at least 32 characters (e.g. `openssl rand -hex 32`)\n"
+    );
 
     // With a token of its own, it listens anywhere, and the API takes that token.
     let secret = "a-secret-of-our-own-at-least-32-chars";

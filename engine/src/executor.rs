@@ -600,7 +600,11 @@ impl RunLoop {
                 (TaskEvent::Cancelled, self.run.note.clone())
             }
             AttemptResult::Cancelled | AttemptResult::Done(Err(_)) if self.halting => {
-                self.failure_event(i, ErrorKind::Retryable, INTERRUPTED.to_string())
+                // Stopped by a graceful shutdown, not by its own doing: it runs again at the next
+                // start without spending one of its retries (Airflow's "restarting").
+                self.instances[i].max_tries += 1;
+                self.instances[i].retry_at = Some(Utc::now());
+                (TaskEvent::FailedWillRetry, Some(INTERRUPTED.to_string()))
             }
             AttemptResult::Cancelled => (TaskEvent::Cancelled, Some("cancelled".into())),
             AttemptResult::TimedOut(limit) => {

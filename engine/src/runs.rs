@@ -113,6 +113,8 @@ pub fn clear(store: &Store, dag: &Dag, run_id: &str, selection: &Selection) -> R
     }
     if !cleared.is_empty() {
         run.state = RunState::Queued;
+        // The run's time is the time of this pass, as in Airflow.
+        run.start = None;
         run.end = None;
         run.note = None;
         writes.push(Write::Run(run));

@@ -128,6 +128,8 @@ async fn run(config: ShellConfig, ctx: TaskContext) -> Result<Outcome, TaskError
         // Every process of the attempt carries its id, so a restarted flowctl can find what a
         // stopped one left behind (see flowctl_engine::process).
         .env(flowctl_engine::process::ATTEMPT_ENV, &ctx.attempt_id)
+        // The server's API token is the server's: a task must not be able to drive it.
+        .env_remove("FLOWCTL_API_TOKEN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -176,6 +176,8 @@ pub trait Host {
     fn registry(&self) -> &Registry;
     /// The home's logs folder.
     fn logs_dir(&self) -> PathBuf;
+    /// Whether this host executes runs in the background (the server) or not (the CLI).
+    fn executes_runs(&self) -> bool;
     /// Whether a process is executing this run now.
     fn is_active(&self, dag_id: &str, run_id: &str) -> bool;
     /// Cancels a run being executed; false when it is not.
@@ -217,9 +219,16 @@ fn answer(host: &dyn Host, request: &Request) -> Result<Reply, CommandError> {
         }
         Request::Status { dag, run, json } => {
             let format = if *json { OutputFormat::Json } else { OutputFormat::Text };
-            let text = super::status::status_text(store, dag.as_deref(), run.as_deref(), format, registry, &|d, r| {
-                host.is_active(d, r)
-            })?;
+            let idle = |run: &crate::state::DagRun| -> Option<&'static str> {
+                if run.state.is_terminal() || host.is_active(&run.dag_id, &run.run_id) {
+                    None
+                } else if host.executes_runs() {
+                    Some("waiting to start: for a free max_active_runs slot, or for the DAG to be unpaused")
+                } else {
+                    Some("not running now: `flowctl server` resumes it")
+                }
+            };
+            let text = super::status::status_text(store, dag.as_deref(), run.as_deref(), format, registry, &idle)?;
             Ok(Output::ok(text).into())
         }
         Request::Logs { dag, run, task, attempt } => {

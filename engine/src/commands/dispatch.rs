@@ -34,6 +34,9 @@ impl Host for DirectHost<'_> {
     fn logs_dir(&self) -> PathBuf {
         self.home.logs_dir()
     }
+    fn executes_runs(&self) -> bool {
+        false
+    }
     fn is_active(&self, _: &str, _: &str) -> bool {
         false
     }
@@ -87,8 +90,9 @@ pub fn dispatch_with_config(
         return Ok(code);
     }
     if !wait {
+        let how = if matches!(request, Request::Trigger { .. }) { "add --wait" } else { "leave out --no-wait" };
         eprintln!(
-            "note: no server runs for this home, so the run waits in the queue until `flowctl server` starts; add --wait to run it in this process now"
+            "note: no server runs for this home, so the run waits in the queue until `flowctl server` starts; {how} to run it in this process now"
         );
         return Ok(code);
     }
@@ -125,6 +129,8 @@ fn execute_here(host: &DirectHost<'_>, runs: &[(String, String)], config: Option
         let dag = super::run::load_version(&store, dag_id, run.dag_version, host.registry)?;
         jobs.push((dag, run));
     }
+    let retention: HashMap<String, crate::runs::Retention> =
+        jobs.iter().map(|(dag, _)| (dag.id.clone(), dag.retention)).collect();
     let cancel = tokio_util::sync::CancellationToken::new();
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -161,6 +167,9 @@ fn execute_here(host: &DirectHost<'_>, runs: &[(String, String)], config: Option
         stopper.abort();
     });
     executor.sync_logs();
+    for (dag_id, keep) in retention {
+        crate::runs::prune(&store, &host.home.logs_dir(), &host.home.work_dir(), &dag_id, keep)?;
+    }
     let sent = alerts.finish(crate::alerts::FINISH_BOUND);
     if sent.failed > 0 {
         eprintln!("warning: {} alert(s) not delivered; `flowctl status DAG RUN` shows which", sent.failed);

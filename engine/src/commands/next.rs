@@ -67,7 +67,7 @@ pub fn parse_after(dag: &Dag, text: &str) -> Result<DateTime<Utc>, CommandError>
 pub fn next_report(dag: &Dag, n: usize, after: Option<&str>, now: DateTime<Utc>) -> Result<String, CommandError> {
     if dag.schedule.is_none() {
         return Err(CommandError::usage(format!(
-            "DAG \"{}\" has no schedule, so it has no fire times; add `schedule:` (e.g. '@daily') to {}, or start runs with `flowctl run {}`",
+            "DAG \"{}\" has no schedule, so it has no fire times; add `schedule:` (e.g. '@daily') to {}, or start runs with `flowctl trigger {} --wait`",
             dag.id,
             dag.file.display(),
             dag.id

@@ -165,9 +165,13 @@ pub fn create_run(
 /// Runs `flowctl run`.
 pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u8, CommandError> {
     if crate::client::Client::for_home(&Home::resolve(home)).is_some() {
+        let through = if args.target.ends_with(".yaml") || args.target.ends_with(".yml") || Path::new(&args.target).is_file() {
+            format!("`flowctl apply {}` then `flowctl trigger DAG_ID --wait`", args.target)
+        } else {
+            format!("`flowctl trigger {} --wait`", args.target)
+        };
         return Err(CommandError::usage(format!(
-            "a flowctl server runs for this home, and `flowctl run` executes in its own process; run it through the server with `flowctl apply {0}` then `flowctl trigger DAG_ID --wait`, or stop the server first",
-            args.target
+            "a flowctl server runs for this home, and `flowctl run` executes in its own process; run it through the server with {through}, or stop the server first"
         )));
     }
     let home = open_home(home, &format!("flowctl run {}", args.target))?;
@@ -251,6 +255,8 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
     let sent = alerts.finish(FINISH_BOUND);
 
     let crate::executor::Finished { run: finished, instances } = finished;
+    // History stays within the DAG's `retention:` whichever process ran the run.
+    crate::runs::prune(home.store(), &home.logs_dir(), &home.work_dir(), &dag.id, dag.retention)?;
     out!("{}", summary(&dag, &instances));
     if sent.delivered + sent.failed > 0 {
         let failed = if sent.failed > 0 {

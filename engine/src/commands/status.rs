@@ -35,34 +35,29 @@ fn known_dag(store: &Store, dag_id: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// What `flowctl status` prints. `is_active` tells whether a process executes a run now, so a run
-/// recorded as running that nobody executes is shown as such.
+/// What `flowctl status` prints. `idle` gives the note for a run that has not ended and that no
+/// process executes now (waiting for a slot, or left by a stopped process).
 pub fn status_text(
     store: &Store,
     dag_id: Option<&str>,
     run_id: Option<&str>,
     format: OutputFormat,
     registry: &Registry,
-    is_active: &dyn Fn(&str, &str) -> bool,
+    idle: &dyn Fn(&DagRun) -> Option<&'static str>,
 ) -> Result<String, CommandError> {
     match (dag_id, run_id) {
         (None, _) => dags(store, format, registry),
         (Some(dag_id), None) => {
             known_dag(store, dag_id)?;
-            runs(store, dag_id, format, is_active)
+            runs(store, dag_id, format, idle)
         }
         (Some(dag_id), Some(run_id)) => {
             known_dag(store, dag_id)?;
-            tasks(store, dag_id, run_id, format, registry, is_active)
+            tasks(store, dag_id, run_id, format, registry, idle)
         }
     }
 }
 
-/// The note for a run recorded as running or queued that no process executes.
-fn idle_note(run: &DagRun, is_active: &dyn Fn(&str, &str) -> bool) -> Option<&'static str> {
-    (!run.state.is_terminal() && !is_active(&run.dag_id, &run.run_id))
-        .then_some("not running now: `flowctl server` resumes it")
-}
 
 fn dags(store: &Store, format: OutputFormat, registry: &Registry) -> Result<String, CommandError> {
     let mut rows = Vec::new();
@@ -109,7 +104,7 @@ fn dags(store: &Store, format: OutputFormat, registry: &Registry) -> Result<Stri
     Ok(table.render())
 }
 
-fn runs(store: &Store, dag_id: &str, format: OutputFormat, is_active: &dyn Fn(&str, &str) -> bool) -> Result<String, CommandError> {
+fn runs(store: &Store, dag_id: &str, format: OutputFormat, idle: &dyn Fn(&DagRun) -> Option<&'static str>) -> Result<String, CommandError> {
     let runs = store.runs(dag_id)?;
     if format == OutputFormat::Json {
         return Ok(format!("{}\n", serde_json::to_string_pretty(&runs).unwrap_or_default()));
@@ -126,7 +121,7 @@ fn runs(store: &Store, dag_id: &str, format: OutputFormat, is_active: &dyn Fn(&s
             run.state.name().into(),
             time(run.start),
             took(run),
-            run.note.clone().or_else(|| idle_note(run, is_active).map(str::to_string)).unwrap_or_default(),
+            run.note.clone().or_else(|| idle(run).map(str::to_string)).unwrap_or_default(),
         ]);
     }
     Ok(table.render())
@@ -138,7 +133,7 @@ fn tasks(
     run_id: &str,
     format: OutputFormat,
     registry: &Registry,
-    is_active: &dyn Fn(&str, &str) -> bool,
+    idle: &dyn Fn(&DagRun) -> Option<&'static str>,
 ) -> Result<String, CommandError> {
     let Some(run) = store.run(dag_id, run_id)? else {
         let known: Vec<String> = store.runs(dag_id)?.into_iter().map(|r| r.run_id).collect();
@@ -177,9 +172,13 @@ fn tasks(
             table.render()
         }
     };
-    let note = run.note.as_deref().or_else(|| idle_note(&run, is_active)).map(|n| format!(" ({n})")).unwrap_or_default();
+    let note = run.note.as_deref().or_else(|| idle(&run)).map(|n| format!(" ({n})")).unwrap_or_default();
     let undelivered = undelivered(&deliveries);
-    Ok(format!("run {run_id} of {dag_id}: {} in {}{note}\n{body}{undelivered}", run.state.name(), took(&run)))
+    let took = match took(&run).as_str() {
+        "-" => String::new(),
+        took => format!(" in {took}"),
+    };
+    Ok(format!("run {run_id} of {dag_id}: {}{took}{note}\n{body}{undelivered}", run.state.name()))
 }
 
 /// Each task instance as JSON with its alert deliveries under `alerts`.

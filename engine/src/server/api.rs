@@ -104,11 +104,25 @@ async fn follow_log(Extract(api): Extract<Api>, Query(query): Query<LogQuery>) -
         path: std::path::PathBuf,
         offset: u64,
         key: (String, String),
+        task: String,
+        attempt: u32,
+        /// The attempt looked finished once; the log writer may still be writing its last line.
+        finishing: bool,
         done: bool,
     }
+    let attempt = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0);
     let ended = text.lines().any(crate::logs::is_end_line);
     let first = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(axum::body::Bytes::from(text.clone()))));
-    let follow = Follow { state: api.state.clone(), path, offset: text.len() as u64, key: (query.dag, query.run), done: ended };
+    let follow = Follow {
+        state: api.state.clone(),
+        path,
+        offset: text.len() as u64,
+        key: (query.dag, query.run),
+        task: query.task,
+        attempt,
+        finishing: false,
+        done: ended,
+    };
     let rest = futures_util::stream::unfold(follow, |mut f| async move {
         loop {
             if f.done {
@@ -127,6 +141,22 @@ async fn follow_log(Extract(api): Extract<Api>, Query(query): Query<LogQuery>) -
             if !active {
                 f.done = true;
                 let note = "(the run is not being executed; the log ends here)\n";
+                return Some((Ok(axum::body::Bytes::from(note)), f));
+            }
+            // An attempt interrupted by a stopped flowctl never writes its last line: once the
+            // task has moved on to another try, or out of running, nothing more will come.
+            let current = f
+                .state
+                .store()
+                .task_instances(&f.key.0, &f.key.1)
+                .ok()
+                .and_then(|all| all.into_iter().find(|ti| ti.task_id == f.task))
+                .is_some_and(|ti| ti.try_number == f.attempt && ti.state == crate::lifecycle::TaskState::Running);
+            if !current && !f.finishing {
+                f.finishing = true;
+            } else if !current {
+                f.done = true;
+                let note = "(this attempt is no longer running and wrote no last line: flowctl stopped while it ran)\n";
                 return Some((Ok(axum::body::Bytes::from(note)), f));
             }
             tokio::time::sleep(FOLLOW_INTERVAL).await;

@@ -49,6 +49,9 @@ pub struct ServerArgs {
 /// machine).
 pub const TOKEN_ENV: &str = "FLOWCTL_API_TOKEN";
 
+/// The shortest token accepted from [`TOKEN_ENV`].
+pub const MIN_TOKEN_LEN: usize = 32;
+
 /// What the server's parts share.
 pub(crate) struct State {
     home: Home,
@@ -98,6 +101,10 @@ impl State {
             if active.contains_key(&key) {
                 return;
             }
+            // The run may have ended between the caller's read of the store and this check.
+            if self.store().run(&run.dag_id, &run.run_id).ok().flatten().is_none_or(|r| r.state.is_terminal()) {
+                return;
+            }
             active.insert(key.clone(), control.clone());
         }
         tracing::info!(dag_id = %key.0, run_id = %key.1, "run started");
@@ -134,6 +141,12 @@ impl State {
     }
 }
 
+/// The server's log: `tracing` events on stderr, `RUST_LOG` choosing how much (info by default).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
 fn log_progress(dag_id: String, run_id: String) -> Arc<dyn Fn(Progress) + Send + Sync> {
     Arc::new(move |p| match p {
         Progress::AttemptStarted { task_id, try_number, max_tries } => {
@@ -161,6 +174,10 @@ impl Host for ServerHost {
 
     fn logs_dir(&self) -> PathBuf {
         self.0.home.logs_dir()
+    }
+
+    fn executes_runs(&self) -> bool {
+        true
     }
 
     fn is_active(&self, dag_id: &str, run_id: &str) -> bool {
@@ -196,6 +213,12 @@ fn random_token() -> std::io::Result<String> {
 /// The token: set explicitly, or the one of the previous start, or a new one.
 fn token(root: &Path, addr: &SocketAddr) -> Result<String, CommandError> {
     if let Some(token) = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()) {
+        if token.chars().count() < MIN_TOKEN_LEN {
+            return Err(CommandError::usage(format!(
+                "{TOKEN_ENV} is {} characters long; use a secret of at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)",
+                token.chars().count()
+            )));
+        }
         return Ok(token);
     }
     if !addr.ip().is_loopback() {
@@ -230,9 +253,11 @@ fn write_server_file(root: &Path, file: &ServerFile) -> Result<(), CommandError>
 
 /// Runs `flowctl server` until SIGTERM or SIGINT.
 pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -> Result<u8, CommandError> {
-    let addr: SocketAddr = args.listen.parse().map_err(|_| {
-        CommandError::usage(format!("--listen \"{}\": expected an address and port, e.g. 127.0.0.1:8787", args.listen))
+    use std::net::ToSocketAddrs;
+    let addr: SocketAddr = args.listen.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| {
+        CommandError::usage(format!("--listen \"{}\": expected an address and port, e.g. 127.0.0.1:8787 or localhost:8787", args.listen))
     })?;
+    init_logging();
     let root = Home::resolve(home_flag);
     let home = crate::commands::open_home(home_flag, "flowctl server")?;
     let token = token(&root, &addr)?;
