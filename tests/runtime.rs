@@ -558,6 +558,34 @@ fn ctrl_c_cancels_the_run_and_stops_its_tasks() {
 }
 
 #[test]
+fn a_second_ctrl_c_quits_at_once_and_takes_the_runs_processes_along() {
+    let (home, cmd) = setup();
+    let fifo = home.scratch().join("pid.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let mut flowctl = Background::start(&cmd, &["run", &dag_file("stubborn.yaml")]);
+    let first = flowctl.wait_for_line(" of rt_stubborn (");
+    let id = first.split_whitespace().nth(1).expect("run id").to_string();
+    flowctl.wait_for_line(" block running (try 1/1)");
+    let sleep_pid: i32 = read_fifo(&fifo).trim().parse().expect("pid");
+
+    // The first Ctrl-C reaches the attempt (its log says so), which ignores SIGTERM for 5 minutes.
+    flowctl.interrupt();
+    let log = home.path().join("logs/rt_stubborn").join(&id).join("block/1.log");
+    util::FileWatch::new(&log).wait("the attempt to see the cancel", Duration::from_secs(30), |lines| {
+        lines.iter().any(|l| l.ends_with(" flowctl: cancelled; stopping")).then_some(())
+    });
+    assert!(!util::is_stopped(sleep_pid), "the sleep ignores SIGTERM, so it still runs");
+
+    // The second quits at once, and the sleep, which no signal of the group stopped, goes too.
+    flowctl.interrupt();
+    let run = flowctl.finish();
+    run.expect_code(130);
+    assert_not_running(sleep_pid);
+    let json = run_json(&cmd, "rt_stubborn", &id);
+    assert_eq!(json["run"]["state"], "running", "the run is left for the next start to resume");
+}
+
+#[test]
 fn bad_input_to_run_exits_2_and_says_what_to_fix() {
     let (_home, cmd) = setup();
     let file = dag_file("params.yaml");

@@ -18,7 +18,18 @@ pub fn attempt_id(dag_id: &str, run_id: &str, task_id: &str, try_number: u32) ->
 /// Kills (SIGKILL) every process whose environment carries `FLOWCTL_ATTEMPT_ID=<id>`, except this
 /// process. Returns how many were signalled.
 pub fn kill_tagged(id: &str) -> usize {
-    let needle = format!("{ATTEMPT_ENV}={id}");
+    kill_matching(&|tag| tag == id)
+}
+
+/// Kills every process of any attempt of a run (`dag/run/...`): what a flowctl quitting at once
+/// (a second Ctrl-C) leaves behind.
+pub fn kill_run(dag_id: &str, run_id: &str) -> usize {
+    let prefix = format!("{dag_id}/{run_id}/");
+    kill_matching(&|tag| tag.starts_with(&prefix))
+}
+
+fn kill_matching(matches: &dyn Fn(&str) -> bool) -> usize {
+    let key = format!("{ATTEMPT_ENV}=");
     let own = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
     let mut killed = 0;
@@ -28,7 +39,11 @@ pub fn kill_tagged(id: &str) -> usize {
             continue;
         }
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-        if environ.split(|b| *b == 0).any(|var| var == needle.as_bytes())
+        let tagged = environ
+            .split(|b| *b == 0)
+            .filter_map(|var| var.strip_prefix(key.as_bytes()))
+            .any(|tag| std::str::from_utf8(tag).is_ok_and(matches));
+        if tagged
             && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).is_ok()
         {
             killed += 1;
@@ -74,7 +89,7 @@ mod tests {
         assert_eq!(tagged.wait().expect("wait").signal(), Some(9));
         assert!(alive(other_sleep), "an untagged attempt's process was killed");
         assert!(other.try_wait().expect("try_wait").is_none());
-        assert_eq!(kill_tagged("d/r/t/2"), 2);
+        assert_eq!(kill_run("d", "r"), 2, "every attempt of the run");
         let _ = other.wait();
     }
 }

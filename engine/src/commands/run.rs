@@ -219,6 +219,7 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
         use tokio::signal::unix::{signal, SignalKind};
         let streams = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()));
         let watcher = cancel.clone();
+        let (run_dag, run_id) = (run.dag_id.clone(), run.run_id.clone());
         let ctrl_c = tokio::spawn(async move {
             let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = streams else { return };
             let mut stops = 0;
@@ -233,8 +234,11 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
                     eprintln!("cancelling: stopping running tasks (press Ctrl-C again to quit at once)");
                     watcher.cancel();
                 } else {
-                    // Commands die with flowctl (parent-death signal); the run stays recorded as
-                    // running, and its attempts count as interrupted when it is resumed.
+                    // Quit at once, and take the run's processes along: commands die with
+                    // flowctl (parent-death signal), what they started in the background is killed
+                    // here by its tag. The run stays recorded as running; its attempts count as
+                    // interrupted when it is resumed.
+                    crate::process::kill_run(&run_dag, &run_id);
                     std::process::exit(130);
                 }
             }
