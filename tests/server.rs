@@ -397,6 +397,7 @@ fn sigterm_stops_running_attempts_after_the_grace_period_and_a_restart_resumes_t
     assert_eq!(json["run"]["state"], "running", "{json:#}");
     let ti = tasks(&json);
     assert_eq!(state_and_try(&ti["block"]), ("up_for_retry".into(), 1), "{json:#}");
+    assert_eq!(ti["block"]["max_tries"], 2, "the stop did not spend the task's only try: {json:#}");
     assert_eq!(ti["block"]["error"], "interrupted: flowctl stopped");
     assert_eq!(state_and_try(&ti["after"]), ("none".into(), 0), "{json:#}");
     let status = cmd.run(["status", "sv_graceful", run]);
