@@ -194,7 +194,7 @@ impl Retention {
 /// Runs that have not ended are never pruned. Returns how many runs were deleted.
 pub fn prune(store: &Store, logs_dir: &Path, work_dir: &Path, dag_id: &str, retention: Retention) -> Result<usize, StoreError> {
     let mut runs = store.runs(dag_id)?;
-    runs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
     let cutoff = retention.days.map(|d| Utc::now() - chrono::Duration::days(i64::from(d)));
     let mut doomed = Vec::new();
     for (index, run) in runs.iter().enumerate() {

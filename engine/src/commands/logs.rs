@@ -92,7 +92,7 @@ pub fn logs(
         }
         let writer_alive = Home::holder(&root).is_some();
         let mut more = String::new();
-        let _ = file.seek(SeekFrom::Current(0)).and_then(|_| file.read_to_string(&mut more));
+        let _ = file.read_to_string(&mut more);
         if !more.is_empty() {
             if out.write_all(more.as_bytes()).and_then(|_| out.flush()).is_err() {
                 return Ok(exit::OK);
