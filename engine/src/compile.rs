@@ -830,6 +830,7 @@ impl<'f> Checker<'f> {
             params,
             alerts,
             retention,
+            task_index: tasks.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect(),
             tasks,
             graph,
         })

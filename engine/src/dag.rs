@@ -50,12 +50,14 @@ pub struct Dag {
     pub tasks: Vec<Task>,
     /// The dependency graph.
     pub graph: TaskGraph,
+    /// Each task's position in `tasks`, so looking a task up by id costs nothing on large DAGs.
+    pub task_index: std::collections::HashMap<String, usize>,
 }
 
 impl Dag {
     /// The task called `id`.
     pub fn task(&self, id: &str) -> Option<&Task> {
-        self.tasks.iter().find(|t| t.id == id)
+        self.task_index.get(id).map(|&i| &self.tasks[i])
     }
 }
 

@@ -124,6 +124,7 @@ pub struct Executor {
     template_env: minijinja::Environment<'static>,
     process_env: Arc<BTreeMap<String, String>>,
     secret_values: Arc<Vec<String>>,
+    die_with_flowctl: bool,
 }
 
 /// Which process-wide settings the executor runs with.
@@ -135,6 +136,9 @@ pub struct ExecutorSettings {
     pub logs_dir: PathBuf,
     /// Where runs keep scratch files.
     pub work_dir: PathBuf,
+    /// Whether commands die with this process (see [`TaskContext::die_with_flowctl`]): the server
+    /// sets it; the CLI's one-off runs do not, for faster process starts.
+    pub die_with_flowctl: bool,
 }
 
 enum Event {
@@ -173,6 +177,7 @@ impl Executor {
             registry,
             logs_dir: settings.logs_dir,
             work_dir: settings.work_dir,
+            die_with_flowctl: settings.die_with_flowctl,
             masker,
             parallelism: Arc::new(Semaphore::new(settings.parallelism.max(1))),
             dag_slots: Mutex::new(HashMap::new()),
@@ -731,6 +736,7 @@ impl RunLoop {
             secrets: exec.secret_values.clone(),
             work_dir: self.work_dir.clone(),
             attempt_id: crate::process::attempt_id(&self.run.dag_id, &self.run.run_id, &task.id, try_number),
+            die_with_flowctl: exec.die_with_flowctl,
         };
         let facts = self.facts.clone();
         let outputs = self.outputs.clone();

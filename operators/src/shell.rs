@@ -140,7 +140,9 @@ async fn run(config: ShellConfig, ctx: TaskContext) -> Result<Outcome, TaskError
     if let Some(cwd) = &config.cwd {
         command.current_dir(cwd);
     }
-    die_with_parent(&mut command);
+    if ctx.die_with_flowctl {
+        die_with_parent(&mut command);
+    }
     let mut child = command.spawn().map_err(|e| {
         let program = config.argv.as_ref().map_or("sh", |a| a[0].as_str());
         let kind = if e.kind() == std::io::ErrorKind::NotFound { "not found" } else { "cannot be started" };

@@ -111,6 +111,7 @@ fn execute_here(host: &DirectHost<'_>, runs: &[(String, String)], config: Option
         parallelism: usize::from(DEFAULT_PARALLELISM),
         logs_dir: host.home.logs_dir(),
         work_dir: host.home.work_dir(),
+        die_with_flowctl: false,
     };
     let config = crate::config::Config::load(host.home.root(), config)?;
     let masker = Masker::from_env();

@@ -196,7 +196,12 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
     // Before the executor: the dispatcher adds the SMTP password to the masker, and the executor
     // hands the masker's secrets to operators when it is created.
     let alerts = AlertDispatcher::new(config, home.store(), home.logs_dir(), masker.clone(), |notice| eprintln!("warning: {notice}"))?;
-    let settings = ExecutorSettings { parallelism: usize::from(args.parallelism), logs_dir: home.logs_dir(), work_dir: home.work_dir() };
+    let settings = ExecutorSettings {
+        parallelism: usize::from(args.parallelism),
+        logs_dir: home.logs_dir(),
+        work_dir: home.work_dir(),
+        die_with_flowctl: false,
+    };
     let executor = Arc::new(Executor::new(home.store().clone(), registry.clone(), masker, settings));
     let sync = executor.clone();
     let observer = alerts.observer(dag.clone(), &run, Arc::new(move || sync.sync_logs()));

@@ -271,7 +271,12 @@ pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -
         eprintln!("flowctl server: warning: {notice}");
     })?;
     let settings =
-        ExecutorSettings { parallelism: usize::from(args.parallelism), logs_dir: home.logs_dir(), work_dir: home.work_dir() };
+        ExecutorSettings {
+            parallelism: usize::from(args.parallelism),
+            logs_dir: home.logs_dir(),
+            work_dir: home.work_dir(),
+            die_with_flowctl: true,
+        };
     let executor = Arc::new(Executor::new(home.store().clone(), registry.clone(), masker, settings));
     let state = Arc::new(State {
         home,
