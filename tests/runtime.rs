@@ -26,10 +26,7 @@ fn dag_file(name: &str) -> String {
 
 /// A home whose shell tasks find the test's scratch folder in `$SCRATCH`.
 fn setup() -> (TempHome, Cmd) {
-    let (home, cmd) = util::setup();
-    std::fs::create_dir_all(home.scratch()).expect("create scratch folder");
-    let cmd = cmd.env("SCRATCH", home.scratch().to_str().expect("UTF-8 path"));
-    (home, cmd)
+    util::setup_with_scratch()
 }
 
 /// The run id from `flowctl run`'s first line: `run <id> of <dag> (...)`.
@@ -109,19 +106,8 @@ fn instant(value: &Value) -> (String, String) {
 /// just killed on a busy machine may not have been scheduled yet to exit).
 #[track_caller]
 fn assert_not_running(pid: i32) {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    // `pid (comm) state ppid pgrp session tty_nr tpgid flags ...`; comm may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let zombie = matches!(fields.first(), Some(&"Z") | Some(&"X"));
-    const PF_EXITING: u64 = 0x4;
-    let exiting = fields.get(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|flags| flags & PF_EXITING != 0);
-    const SIGKILL_BIT: u64 = 1 << (9 - 1);
-    let kill_queued = status
-        .lines()
-        .filter_map(|l| l.strip_prefix("SigPnd:").or_else(|| l.strip_prefix("ShdPnd:")))
-        .any(|mask| u64::from_str_radix(mask.trim(), 16).is_ok_and(|m| m & SIGKILL_BIT != 0));
-    assert!(zombie || exiting || kill_queued, "process {pid} is still running: {stat}\n{status}");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(util::is_stopped(pid), "process {pid} is still running: {stat}");
 }
 
 fn read_pid(path: &Path) -> i32 {

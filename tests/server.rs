@@ -24,10 +24,7 @@ fn data(name: &str) -> String {
 
 /// A home whose shell tasks find the test's scratch folder in `$SCRATCH`.
 fn setup() -> (TempHome, Cmd) {
-    let (home, cmd) = util::setup();
-    std::fs::create_dir_all(home.scratch()).expect("create scratch folder");
-    let cmd = cmd.env("SCRATCH", home.scratch().to_str().expect("UTF-8 path"));
-    (home, cmd)
+    util::setup_with_scratch()
 }
 
 /// Now, in nanoseconds since the epoch: the clock `date +%s%N` reads in the tasks.

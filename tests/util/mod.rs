@@ -154,6 +154,14 @@ impl Cmd {
     }
 }
 
+/// A fresh home whose shell tasks find the test's scratch folder in `$SCRATCH`.
+pub fn setup_with_scratch() -> (TempHome, Cmd) {
+    let (home, cmd) = setup();
+    std::fs::create_dir_all(home.scratch()).expect("create scratch folder");
+    let cmd = cmd.env("SCRATCH", home.scratch().to_str().expect("UTF-8 path"));
+    (home, cmd)
+}
+
 /// A fresh home and a command bound to it, run from the repository root.
 pub fn setup() -> (TempHome, Cmd) {
     let dir = tempfile::Builder::new().prefix("flowctl-test-").tempdir().expect("temp dir");
