@@ -61,18 +61,7 @@ fn fifo(home: &TempHome, name: &str) -> std::path::PathBuf {
 
 /// The UTC date `days` days from today, as `YYYY-MM-DD`.
 fn utc_date(days: i64) -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs() as i64;
-    // Howard Hinnant's days-to-civil.
-    let z = secs.div_euclid(86_400) + days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    (chrono::Utc::now() + chrono::Duration::days(days)).format("%Y-%m-%d").to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
