@@ -980,3 +980,54 @@ fn the_server_applies_its_dags_folder_and_keeps_the_last_good_version_of_a_broke
     poll_versions(&cmd, "the fixed file to be applied", |v| v.get("sv_alpha") == Some(&3));
     server.stop().expect_code(0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// logs --follow through the server
+// ---------------------------------------------------------------------------------------------
+
+/// Waits until an attempt's log holds a line ending with `needle`.
+fn wait_for_log_line(home: &TempHome, run: &str, attempt: u32, needle: &str) {
+    let log = home.path().join("logs/sv_follow").join(run).join(format!("gated/{attempt}.log"));
+    std::fs::create_dir_all(log.parent().expect("folder")).expect("log folder");
+    FileWatch::new(&log).wait(needle, Duration::from_secs(30), |lines| lines.iter().any(|l| l.ends_with(needle)).then_some(()));
+}
+
+#[test]
+fn logs_follow_streams_through_the_server_and_ends_for_an_interrupted_attempt() {
+    let (home, cmd) = setup();
+    let gate = home.scratch().join("gate.fifo");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let server = Server::start(&cmd, &[]);
+    cmd.run(["apply", &data("follow.yaml")]).expect_code(0);
+    let run = "manual__2024-01-01T00:00:00Z";
+    cmd.run(["trigger", "sv_follow", "--date", "2024-01-01"]).expect_code(0);
+    wait_for_log_line(&home, run, 1, " | first of try 1");
+
+    // Killed while the attempt runs: its log never gets a last line. Following it through the
+    // restarted server (which holds the home, so a reader of the file alone would wait forever)
+    // ends once the task has moved on to its retry.
+    server.kill();
+    let server = Server::start(&cmd, &[]);
+    wait_for_log_line(&home, run, 2, " | first of try 2");
+    let followed = cmd.run_within(Duration::from_secs(30), ["logs", "sv_follow", run, "gated", "--attempt", "1", "--follow"]);
+    followed.expect_code(0);
+    assert!(followed.stdout.contains(" | first of try 1\n"), "{}", followed.stdout);
+    assert!(
+        followed.stdout.ends_with("(this attempt is no longer running and wrote no last line: flowctl stopped while it ran)\n"),
+        "{}",
+        followed.stdout
+    );
+
+    // Following the running try: the lines so far, then the new ones as the task writes them,
+    // until its last line.
+    let mut follow = cmd.command(["logs", "sv_follow", run, "gated", "--follow"]).stdout(std::process::Stdio::piped()).spawn().expect("follow");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().expect("stdout")));
+    let first = lines.by_ref().map_while(Result::ok).find(|l| l.ends_with(" | first of try 2"));
+    assert!(first.is_some(), "the follower printed the lines so far");
+    std::fs::write(&gate, "go\n").expect("open the gate");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(follow.wait().expect("wait").success());
+    assert!(rest.iter().any(|l| l.ends_with(" | second of try 2")), "{rest:#?}");
+    assert!(rest.last().is_some_and(|l| l.ends_with(" flowctl: attempt 2 ended: success")), "{rest:#?}");
+    server.stop().expect_code(0);
+}
