@@ -80,16 +80,16 @@ mod tests {
 
     #[test]
     fn kills_only_the_tagged_processes() {
-        let (mut tagged, tagged_sleep) = tagged_pair("d/r/t/1");
-        let (mut other, other_sleep) = tagged_pair("d/r/t/2");
+        let (mut tagged, tagged_sleep) = tagged_pair("d/r1/t/1");
+        let (mut other, other_sleep) = tagged_pair("d/r2/t/1");
         assert!(alive(tagged_sleep));
         // sh and its sleep: SIGKILL cannot be caught, so signalled means gone.
-        assert_eq!(kill_tagged("d/r/t/1"), 2);
+        assert_eq!(kill_tagged("d/r1/t/1"), 2);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(tagged.wait().expect("wait").signal(), Some(9));
         assert!(alive(other_sleep), "an untagged attempt's process was killed");
         assert!(other.try_wait().expect("try_wait").is_none());
-        assert_eq!(kill_run("d", "r"), 2, "every attempt of the run");
+        assert_eq!(kill_run("d", "r2"), 2, "every attempt of the run, not another run's");
         let _ = other.wait();
     }
 }
