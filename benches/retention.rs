@@ -71,7 +71,7 @@ fn main() {
     let compiled = flowctl_engine::compile_paths(&[file], &registry).expect("DAG compiles");
     let dag = Arc::new(compiled.dags.into_iter().next().expect("one DAG"));
     let (version, _) = store_version(home.store(), &dag).expect("store DAG");
-    let settings = ExecutorSettings { parallelism: 32, logs_dir: home.logs_dir(), work_dir: home.work_dir(), die_with_flowctl: false };
+    let settings = ExecutorSettings { parallelism: 32, logs_dir: home.logs_dir(), work_dir: home.work_dir(), die_with_flowctl: false, connections: Default::default() };
     let executor = Arc::new(Executor::new(home.store().clone(), registry, Masker::from_env(), settings));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
 

@@ -3,12 +3,13 @@
 //! A DAG file says *who* gets an alert; the SMTP server, its credentials and the default
 //! recipients are the same for every DAG of a home, and must never be written in a DAG file that
 //! is committed to a repository. They live in `<home>/config.yaml`, or in the file `--config`
-//! names. Sections today: `smtp:` and `alerts:`; `connections:` (AWS, SQL) will join them, as a
-//! field of [`Config`] beside the others.
+//! names. Sections: `smtp:`, `alerts:` and `connections:` (AWS and SQL connections, see
+//! [`crate::connections`]).
 //!
 //! The file is read with serde_yaml and `deny_unknown_fields`, so a typo is an error with the
 //! file, line and column, like a DAG file's. Secrets are never in the file: `password_env` names
-//! the environment variable that holds the SMTP password.
+//! the environment variable that holds the SMTP password, and a connection's `*_env` keys name the
+//! variables that hold its keys and passwords.
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,9 @@ pub struct Config {
     /// `alerts:`: defaults for every DAG's alerts.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// `connections:`: named AWS and SQL connections tasks refer to with `connection:`.
+    #[serde(default)]
+    pub connections: std::collections::BTreeMap<String, crate::connections::ConnectionSpec>,
     /// The file this config was looked for in; messages name it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -248,6 +252,7 @@ impl Config {
         config.source = Some(path.to_path_buf());
         config.found = true;
         let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        crate::connections::check_specs(&config.connections).map_err(|m| invalid(format!("{m} (see docs/connections.md)")))?;
         if let Some(smtp) = &mut config.smtp {
             if smtp.host.trim().is_empty() {
                 return Err(invalid("smtp.host is empty; set it to the SMTP server's host name".into()));
@@ -310,7 +315,7 @@ impl Config {
 
 /// The keys each section accepts, for "did you mean" hints.
 const SECTION_KEYS: &[(&str, &[&str])] = &[
-    ("", &["smtp", "alerts"]),
+    ("", &["smtp", "alerts", "connections"]),
     ("smtp", &["host", "port", "tls", "username", "password_env", "from", "ca_file"]),
     ("alerts", &["to", "ui_url"]),
 ];
@@ -333,9 +338,6 @@ fn syntax_error(path: &Path, error: &serde_yaml::Error) -> ConfigError {
             let place = if section.is_empty() { "at the top level".to_string() } else { format!("in `{section}:`") };
             message = format!("unknown key \"{field}\" {place}{}", suggestion(&field, keys.iter().copied()));
             hint = format!("{} accepts: {}; see {DOCS}", if section.is_empty() { "the file" } else { section }, keys.join(", "));
-            if section.is_empty() && field == "connections" {
-                hint = format!("connections are not configurable in this build yet; see {DOCS}");
-            }
         }
     } else if message.contains("missing field `") {
         hint = format!("add the key; see {DOCS} for a complete example");
@@ -379,8 +381,10 @@ mod tests {
         assert!(err.contains("hint: smtp accepts: host, port"), "{err}");
         let err = parse("alert:\n  to: [a@example.com]\n").unwrap_err();
         assert!(err.starts_with("/h/config.yaml:1:1: unknown key \"alert\" at the top level (did you mean \"alerts\"?)"), "{err}");
-        let err = parse("connections:\n  warehouse: {}\n").unwrap_err();
-        assert!(err.contains("unknown key \"connections\" at the top level") && err.contains("hint: connections are not configurable in this build yet"), "{err}");
+        let err = parse("connections:\n  warehouse:\n    type: aws\n    regoin: eu-west-1\n").unwrap_err();
+        assert!(err.contains("unknown field `regoin`"), "{err}");
+        let err = parse("connections:\n  warehouse:\n    type: oracle\n").unwrap_err();
+        assert!(err.contains("unknown variant `oracle`"), "{err}");
     }
 
     #[test]

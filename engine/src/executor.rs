@@ -125,6 +125,7 @@ pub struct Executor {
     process_env: Arc<BTreeMap<String, String>>,
     secret_values: Arc<Vec<String>>,
     die_with_flowctl: bool,
+    connections: Arc<crate::connections::Connections>,
 }
 
 /// Which process-wide settings the executor runs with.
@@ -139,6 +140,8 @@ pub struct ExecutorSettings {
     /// Whether commands die with this process (see [`TaskContext::die_with_flowctl`]): the server
     /// sets it; the CLI's one-off runs do not, for faster process starts.
     pub die_with_flowctl: bool,
+    /// The named connections operators use; their secrets join the masker.
+    pub connections: Arc<crate::connections::Connections>,
 }
 
 enum Event {
@@ -170,6 +173,9 @@ impl Slots {
 impl Executor {
     /// An executor over `store`, running `registry`'s operators.
     pub fn new(store: Store, registry: Registry, masker: Masker, settings: ExecutorSettings) -> Self {
+        for secret in settings.connections.secrets() {
+            masker.add(&secret);
+        }
         Executor {
             logs: LogWriter::start(masker.clone()),
             secret_values: Arc::new(masker.values()),
@@ -178,6 +184,7 @@ impl Executor {
             logs_dir: settings.logs_dir,
             work_dir: settings.work_dir,
             die_with_flowctl: settings.die_with_flowctl,
+            connections: settings.connections,
             masker,
             parallelism: Arc::new(Semaphore::new(settings.parallelism.max(1))),
             dag_slots: Mutex::new(HashMap::new()),
@@ -737,6 +744,13 @@ impl RunLoop {
             work_dir: self.work_dir.clone(),
             attempt_id: crate::process::attempt_id(&self.run.dag_id, &self.run.run_id, &task.id, try_number),
             die_with_flowctl: exec.die_with_flowctl,
+            connections: exec.connections.clone(),
+            history: Arc::new(StoreHistory {
+                store: exec.store.clone(),
+                dag_id: self.run.dag_id.clone(),
+                run_id: self.run.run_id.clone(),
+                task_id: task.id.clone(),
+            }),
         };
         let facts = self.facts.clone();
         let outputs = self.outputs.clone();
@@ -810,6 +824,38 @@ async fn run_attempt(
             let _ = tokio::time::timeout(OPERATOR_STOP_DEADLINE, &mut future).await;
             AttemptResult::Cancelled
         }
+    }
+}
+
+/// [`TaskHistory`] over the store: a scan of the DAG's other runs for this task's latest end.
+struct StoreHistory {
+    store: Store,
+    dag_id: String,
+    run_id: String,
+    task_id: String,
+}
+
+#[async_trait]
+impl crate::operator::TaskHistory for StoreHistory {
+    async fn previous_outputs(&self) -> Result<Option<Outputs>, TaskError> {
+        let failed = |e: StoreError| TaskError::retryable(format!("cannot read earlier runs from the store: {e}"));
+        let mut latest: Option<(DateTime<Utc>, Outputs)> = None;
+        for run in self.store.runs(&self.dag_id).map_err(failed)? {
+            if run.run_id == self.run_id {
+                continue;
+            }
+            for ti in self.store.task_instances(&self.dag_id, &run.run_id).map_err(failed)? {
+                let ended_well = matches!(ti.state, TaskState::Success | TaskState::Skipped);
+                if ti.task_id != self.task_id || !ended_well || ti.outputs.is_empty() {
+                    continue;
+                }
+                let end = ti.end.unwrap_or(run.logical_date);
+                if latest.as_ref().is_none_or(|(at, _)| end > *at) {
+                    latest = Some((end, ti.outputs));
+                }
+            }
+        }
+        Ok(latest.map(|(_, outputs)| outputs))
     }
 }
 

@@ -29,6 +29,7 @@ pub mod runs;
 pub mod client;
 pub mod server;
 pub mod config;
+pub mod connections;
 pub mod alerts;
 pub mod compile;
 pub mod schema;

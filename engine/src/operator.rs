@@ -116,6 +116,36 @@ pub trait ExternalJobStore: Send + Sync {
     async fn clear(&self) -> Result<(), TaskError>;
 }
 
+/// What earlier runs of a task left behind, read on demand (a scan of the DAG's runs, so the
+/// executor does not pay for it on every hand-off).
+#[async_trait]
+pub trait TaskHistory: Send + Sync {
+    /// The outputs of this task's most recently ended successful or skipped instance in another run
+    /// of the same DAG: what `http.download`'s `if_changed` compares against.
+    async fn previous_outputs(&self) -> Result<Option<Outputs>, TaskError>;
+}
+
+/// A history with nothing in it, for tests and one-off executions.
+#[derive(Debug, Default)]
+pub struct NoHistory;
+
+#[async_trait]
+impl TaskHistory for NoHistory {
+    async fn previous_outputs(&self) -> Result<Option<Outputs>, TaskError> {
+        Ok(None)
+    }
+}
+
+/// Checks that a connection works: registered by the operators for each connection type, run by
+/// `flowctl connections test NAME`.
+#[async_trait]
+pub trait ConnectionTester: Send + Sync {
+    /// Connects and makes the cheapest authenticated call (AWS: STS GetCallerIdentity; SQL:
+    /// `SELECT 1`). Returns what was learnt (the account and identity, the server version) or
+    /// what is wrong and how to fix it.
+    async fn test(&self, connection: &crate::connections::Connection) -> Result<String, String>;
+}
+
 /// Where an attempt's log lines go: the engine writes them to the attempt log file, masking
 /// secrets on the way.
 pub trait LogSink: Send + Sync {
@@ -180,6 +210,10 @@ pub struct TaskContext {
     /// restart; it costs a `fork` per process instead of a `posix_spawn` (about 1 ms more here),
     /// so one-off `flowctl run`s, whose leftovers the attempt id finds anyway, do not.
     pub die_with_flowctl: bool,
+    /// The process's named connections (`connection:` in a task's settings).
+    pub connections: Arc<crate::connections::Connections>,
+    /// Earlier runs of this task.
+    pub history: Arc<dyn TaskHistory>,
 }
 
 impl fmt::Debug for TaskContext {
@@ -279,6 +313,7 @@ impl<O: Operator> DynOperator for Adapter<O> {
 #[derive(Clone, Default)]
 pub struct Registry {
     operators: BTreeMap<&'static str, Arc<dyn DynOperator>>,
+    testers: BTreeMap<&'static str, Arc<dyn ConnectionTester>>,
 }
 
 impl fmt::Debug for Registry {
@@ -302,6 +337,17 @@ impl Registry {
     /// The operator called `name`.
     pub fn get(&self, name: &str) -> Option<Arc<dyn DynOperator>> {
         self.operators.get(name).cloned()
+    }
+
+    /// Adds the tester of a connection type (`aws`, `mysql`, `postgres`).
+    pub fn register_tester(&mut self, connection_type: &'static str, tester: Arc<dyn ConnectionTester>) -> &mut Self {
+        self.testers.insert(connection_type, tester);
+        self
+    }
+
+    /// The tester of a connection type, when this build has one.
+    pub fn tester(&self, connection_type: &str) -> Option<Arc<dyn ConnectionTester>> {
+        self.testers.get(connection_type).cloned()
     }
 
     /// Every registered name, sorted.

@@ -6,6 +6,12 @@
 
 pub mod noop;
 pub mod shell;
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "sql")]
+pub mod sql;
 
 use flowctl_engine::Registry;
 
@@ -13,5 +19,11 @@ use flowctl_engine::Registry;
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry.register(noop::Noop).register(shell::Shell);
+    #[cfg(feature = "aws")]
+    aws::register(&mut registry);
+    #[cfg(feature = "http")]
+    http::register(&mut registry);
+    #[cfg(feature = "sql")]
+    sql::register(&mut registry);
     registry
 }

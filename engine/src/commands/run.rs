@@ -192,6 +192,7 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
     };
     let run = create_run(home.store(), &dag, version, Trigger::Manual, date, params)?;
 
+    let connections = std::sync::Arc::new(crate::connections::Connections::load(&config));
     let masker = Masker::from_env();
     // Before the executor: the dispatcher adds the SMTP password to the masker, and the executor
     // hands the masker's secrets to operators when it is created.
@@ -201,6 +202,7 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
         logs_dir: home.logs_dir(),
         work_dir: home.work_dir(),
         die_with_flowctl: false,
+        connections,
     };
     let executor = Arc::new(Executor::new(home.store().clone(), registry.clone(), masker, settings));
     let sync = executor.clone();

@@ -262,6 +262,7 @@ pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -
     let home = crate::commands::open_home(home_flag, "flowctl server")?;
     let token = token(&root, &addr)?;
     let config = crate::config::Config::load(home.root(), args.config.as_deref())?;
+    let connections = Arc::new(crate::connections::Connections::load(&config));
     let masker = Masker::from_env();
     masker.add(&token);
     // Before the executor: the dispatcher adds the SMTP password to the masker, whose secrets the
@@ -276,6 +277,7 @@ pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -
             logs_dir: home.logs_dir(),
             work_dir: home.work_dir(),
             die_with_flowctl: true,
+            connections,
         };
     let executor = Arc::new(Executor::new(home.store().clone(), registry.clone(), masker, settings));
     let state = Arc::new(State {
