@@ -751,13 +751,14 @@ impl RunLoop {
                 run_id: self.run.run_id.clone(),
                 task_id: task.id.clone(),
             }),
+            slot: crate::operator::Slot::new((dag_permit, global_permit), self.slots.dag.clone(), self.slots.global.clone()),
         };
+        let slot = ctx.slot.clone();
         let facts = self.facts.clone();
         let outputs = self.outputs.clone();
         let tx = self.tx.clone();
         let started = Instant::now();
         tokio::spawn(async move {
-            let _permits = (dag_permit, global_permit);
             let task = &dag.tasks[i];
             log.engine_line(&format!("attempt {try_number} of {max_tries} of task {} ({})", task.id, task.operator), false);
             let result = run_attempt(&exec, task, &facts, &outputs, ctx, &log, cancel).await;
@@ -769,6 +770,8 @@ impl RunLoop {
                 AttemptResult::Cancelled => "failed: cancelled".to_string(),
             };
             let failed = !matches!(result, AttemptResult::Done(Ok(_)));
+            // Before the loop hears of the end, so the slot is free for what the end unblocks.
+            slot.release().await;
             log.close(try_number, &state, failed);
             let _ = tx.send(Event::Finished { index: i, try_number, result, started });
         });

@@ -172,6 +172,73 @@ impl LogSink for MemoryLog {
     }
 }
 
+/// The attempt's slot: one permit of its DAG's `max_active_tasks` and one of the global
+/// `parallelism`. A sensor gives it back while it waits between pokes (Airflow's "reschedule"
+/// mode), so a DAG full of waiting sensors does not stop other tasks from running.
+#[derive(Clone, Default)]
+pub struct Slot(Option<Arc<SlotInner>>);
+
+struct SlotInner {
+    held: tokio::sync::Mutex<Option<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit)>>,
+    dag: Arc<tokio::sync::Semaphore>,
+    global: Arc<tokio::sync::Semaphore>,
+}
+
+impl Slot {
+    /// A slot holding these permits, taken from these semaphores (the DAG's first).
+    pub fn new(
+        permits: (tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit),
+        dag: Arc<tokio::sync::Semaphore>,
+        global: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
+        Slot(Some(Arc::new(SlotInner { held: tokio::sync::Mutex::new(Some(permits)), dag, global })))
+    }
+
+    /// Gives the permits back for good (the attempt has ended).
+    pub async fn release(&self) {
+        if let Some(inner) = &self.0 {
+            inner.held.lock().await.take();
+        }
+    }
+
+    /// Waits `duration` without holding the slot, then takes it back (behind every task that
+    /// queued meanwhile: the semaphores are fair). Returns `Err(cancelled)` as soon as `cancel`
+    /// fires, whether sleeping or queueing.
+    pub async fn wait_unslotted(&self, duration: std::time::Duration, cancel: &CancellationToken) -> Result<(), TaskError> {
+        let Some(inner) = &self.0 else {
+            return tokio::select! {
+                _ = tokio::time::sleep(duration) => Ok(()),
+                _ = cancel.cancelled() => Err(TaskError::cancelled()),
+            };
+        };
+        inner.held.lock().await.take();
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = cancel.cancelled() => return Err(TaskError::cancelled()),
+        }
+        // The same order as the executor takes them (DAG first, then global), so no two waiters
+        // can each hold one half.
+        let take = async {
+            let dag = inner.dag.clone().acquire_owned().await.ok()?;
+            let global = inner.global.clone().acquire_owned().await.ok()?;
+            Some((dag, global))
+        };
+        tokio::select! {
+            permits = take => {
+                *inner.held.lock().await = permits;
+                Ok(())
+            }
+            _ = cancel.cancelled() => Err(TaskError::cancelled()),
+        }
+    }
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "Slot(held)" } else { "Slot(none)" })
+    }
+}
+
 /// Everything an attempt knows about where it runs.
 #[derive(Clone)]
 pub struct TaskContext {
@@ -214,6 +281,9 @@ pub struct TaskContext {
     pub connections: Arc<crate::connections::Connections>,
     /// Earlier runs of this task.
     pub history: Arc<dyn TaskHistory>,
+    /// The attempt's slot, which sensors give back between pokes with
+    /// [`Slot::wait_unslotted`].
+    pub slot: Slot,
 }
 
 impl fmt::Debug for TaskContext {
@@ -405,5 +475,53 @@ mod tests {
         assert_eq!(err.message, "missing field `message`");
         let err = echo.validate(&json!({"message": 3})).unwrap_err();
         assert_eq!(err.path, "message");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sensor_gives_its_slot_back_while_it_waits() {
+        let dag = Arc::new(tokio::sync::Semaphore::new(1));
+        let global = Arc::new(tokio::sync::Semaphore::new(8));
+        let permits = (dag.clone().try_acquire_owned().unwrap(), global.clone().try_acquire_owned().unwrap());
+        let slot = Slot::new(permits, dag.clone(), global.clone());
+        let cancel = CancellationToken::new();
+        assert!(dag.clone().try_acquire_owned().is_err(), "the slot holds the DAG's only permit");
+
+        let waiting = tokio::spawn({
+            let (slot, cancel) = (slot.clone(), cancel.clone());
+            async move { slot.wait_unslotted(std::time::Duration::from_secs(30), &cancel).await }
+        });
+        // While the sensor waits, another task of the DAG takes the permit...
+        let other = dag.clone().acquire_owned().await.unwrap();
+        assert_eq!(global.available_permits(), 8, "the global permit was given back too");
+        // ...and the sensor queues behind it after its wait, taking the permit when it is free.
+        tokio::time::advance(std::time::Duration::from_secs(31)).await;
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the sensor must wait for the permit the other task holds");
+        drop(other);
+        assert!(waiting.await.unwrap().is_ok());
+        assert_eq!(dag.available_permits(), 0, "the sensor holds its slot again");
+        slot.release().await;
+        assert_eq!((dag.available_permits(), global.available_permits()), (1, 8));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_sensor_stops_waiting_for_its_slot() {
+        let dag = Arc::new(tokio::sync::Semaphore::new(1));
+        let global = Arc::new(tokio::sync::Semaphore::new(1));
+        let permits = (dag.clone().try_acquire_owned().unwrap(), global.clone().try_acquire_owned().unwrap());
+        let slot = Slot::new(permits, dag.clone(), global.clone());
+        let cancel = CancellationToken::new();
+        let _hog = {
+            let waiting = tokio::spawn({
+                let (slot, cancel) = (slot.clone(), cancel.clone());
+                async move { slot.wait_unslotted(std::time::Duration::from_secs(5), &cancel).await }
+            });
+            let hog = dag.clone().acquire_owned().await.unwrap();
+            tokio::time::advance(std::time::Duration::from_secs(6)).await;
+            cancel.cancel();
+            assert_eq!(waiting.await.unwrap().unwrap_err(), TaskError::cancelled());
+            hog
+        };
+        assert_eq!(global.available_permits(), 1, "a cancelled sensor holds nothing");
     }
 }
