@@ -17,7 +17,7 @@ struct Cli {
     /// The home folder holding state and logs [default: $FLOWCTL_HOME, else ~/.flowctl]
     #[arg(long, global = true, value_name = "DIR")]
     home: Option<PathBuf>,
-    /// The config file (SMTP server, alert recipients) [default: <home>/config.yaml]
+    /// The config file (SMTP server, alert recipients, connections) [default: <home>/config.yaml]
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -188,6 +188,26 @@ enum Command {
         #[command(subcommand)]
         command: AlertCommand,
     },
+    /// Connections (AWS, MySQL, PostgreSQL): list them with secrets masked, or test one.
+    Connections {
+        #[command(subcommand)]
+        command: ConnectionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectionsCommand {
+    /// List the connections of the config file and of FLOWCTL_CONN_* variables, secrets masked.
+    List {
+        /// `text` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Check that a connection works (AWS: STS GetCallerIdentity; SQL: SELECT version()).
+    Test {
+        /// The connection's name, e.g. aws_default.
+        name: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -266,6 +286,12 @@ fn main() -> ExitCode {
         }
         Command::Logs { dag, run, task, attempt, follow } => commands::logs(home, &dag, &run, &task, attempt, follow),
         Command::Alert { command: AlertCommand::Test { to } } => commands::alert_test(home, cli.config.as_deref(), to.as_deref()),
+        Command::Connections { command: ConnectionsCommand::List { output } } => {
+            commands::connections_list(home, cli.config.as_deref(), output.into())
+        }
+        Command::Connections { command: ConnectionsCommand::Test { name } } => {
+            commands::connections_test(home, cli.config.as_deref(), &name, &registry)
+        }
         Command::Next { dag, count, after } => commands::next(home, &dag, usize::from(count), after.as_deref(), &registry),
     };
     ExitCode::from(result.unwrap_or_else(|e| e.report()))

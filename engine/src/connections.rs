@@ -635,6 +635,15 @@ fn parse_env_value(name: &str, value: &str) -> Result<(ConnectionSpec, Option<Aw
         check_specs(&BTreeMap::from([(name.to_string(), spec.clone())]))?;
         return Ok((spec, None));
     }
+    // Airflow writes AWS keys as `aws://KEY:SECRET@/?...`, with no host, which URL parsers
+    // refuse: give it a placeholder host, never used.
+    let value = match value.split_once("@/") {
+        Some((head, tail)) if head.starts_with("aws://") && !head["aws://".len()..].contains('/') => {
+            format!("{head}@aws/{tail}")
+        }
+        _ => value.to_string(),
+    };
+    let value = value.as_str();
     let url = url::Url::parse(value).map_err(|e| {
         format!("not a connection URI ({e}); write e.g. aws://?region=eu-west-1 or mysql://user:password@host:3306/database (see {DOCS})")
     })?;
@@ -722,4 +731,127 @@ fn percent_decode(s: &str) -> String {
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn specs(yaml: &str) -> BTreeMap<String, ConnectionSpec> {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn aws_default_exists_when_nothing_defines_it() {
+        let c = Connections::resolve(&BTreeMap::new(), None, env(&[]));
+        let aws = c.aws("aws_default").unwrap();
+        assert!(aws.keys.is_none() && aws.region.is_none() && !aws.force_path_style);
+        assert_eq!(c.all().len(), 1);
+        assert_eq!(c.all()[0].source, "built-in");
+    }
+
+    #[test]
+    fn a_config_connection_reads_its_keys_from_the_variables_it_names() {
+        let specs = specs(
+            "moto:\n  type: aws\n  region: us-east-1\n  endpoint_url: http://127.0.0.1:5000\n  endpoints: {s3: 'http://127.0.0.1:5001'}\n  access_key_id_env: K\n  secret_access_key_env: S\n  force_path_style: true\n",
+        );
+        check_specs(&specs).unwrap();
+        let c = Connections::resolve(&specs, Some("/h/config.yaml".into()), env(&[("K", "AKIDCANARY"), ("S", "secret-canary")]));
+        let aws = c.aws("moto").unwrap();
+        assert_eq!(aws.endpoint_for("s3"), Some("http://127.0.0.1:5001"));
+        assert_eq!(aws.endpoint_for("emr"), Some("http://127.0.0.1:5000"));
+        assert_eq!(aws.keys.as_ref().unwrap().secret_access_key.expose(), "secret-canary");
+        assert!(!format!("{aws:?}").contains("canary"), "Debug must not show secrets");
+        let mut secrets = c.secrets();
+        secrets.sort();
+        assert_eq!(secrets, ["AKIDCANARY", "secret-canary"]);
+    }
+
+    #[test]
+    fn a_missing_variable_breaks_only_its_connection_and_says_which() {
+        let specs = specs("a:\n  type: aws\n  access_key_id_env: K\n  secret_access_key_env: S\nb:\n  type: aws\n  region: eu-west-1\n");
+        let c = Connections::resolve(&specs, None, env(&[("K", "x")]));
+        assert_eq!(
+            c.aws("a").unwrap_err().0,
+            "connection \"a\" cannot be used: secret_access_key_env names the environment variable S, which is not set; export it in flowctl's environment (the server's, for scheduled runs)"
+        );
+        assert_eq!(c.aws("b").unwrap().region.as_deref(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn environment_variables_define_connections_and_win_over_the_file() {
+        let specs = specs("warehouse:\n  type: postgres\n  host: file-host\n");
+        let c = Connections::resolve(
+            &specs,
+            None,
+            env(&[
+                ("FLOWCTL_CONN_WAREHOUSE", "postgresql://etl:pa%3Ass@wh.internal:6543/dw?sslmode=require"),
+                ("FLOWCTL_CONN_RDS", r#"{"type": "mysql", "host": "rds", "user": "loader", "database": "loans"}"#),
+                ("FLOWCTL_CONN_LOCAL", "aws://AKIDLOCAL:local%2Fsecret@/?region_name=eu-west-1&endpoint_url_s3=http://localhost:5000&force_path_style=true"),
+            ]),
+        );
+        let wh = c.sql("warehouse").unwrap();
+        assert_eq!((wh.engine, wh.host.as_str(), wh.port, wh.database.as_deref()), (SqlEngine::Postgres, "wh.internal", 6543, Some("dw")));
+        assert_eq!(wh.password.as_ref().unwrap().expose(), "pa:ss");
+        assert_eq!(wh.display_url(), "postgres://etl:***@wh.internal:6543/dw?sslmode=require");
+        assert!(wh.url().starts_with("postgres://etl:pa%3Ass@wh.internal:6543/dw"), "{}", wh.url());
+        assert_eq!(c.get("warehouse").unwrap().source, "$FLOWCTL_CONN_WAREHOUSE");
+        let rds = c.sql("rds").unwrap();
+        assert_eq!((rds.engine, rds.port, rds.user.as_deref()), (SqlEngine::Mysql, 3306, Some("loader")));
+        let local = c.aws("local").unwrap();
+        assert_eq!(local.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(local.endpoint_for("s3"), Some("http://localhost:5000"));
+        assert!(local.force_path_style);
+        assert_eq!(local.keys.as_ref().unwrap().secret_access_key.expose(), "local/secret");
+        assert!(c.secrets().contains(&"pa:ss".to_string()));
+    }
+
+    #[test]
+    fn broken_environment_definitions_say_what_is_wrong() {
+        let c = Connections::resolve(
+            &BTreeMap::new(),
+            None,
+            env(&[
+                ("FLOWCTL_CONN_FTP", "ftp://x"),
+                ("FLOWCTL_CONN_TYPO", "aws://?regoin=eu-west-1"),
+                ("FLOWCTL_CONN_JSON", "{\"type\": \"aws\", \"regoin\": 1}"),
+            ]),
+        );
+        assert!(c.aws("ftp").unwrap_err().0.contains("unknown connection type \"ftp\""));
+        let typo = c.aws("typo").unwrap_err().0;
+        assert!(typo.contains("unknown URI parameter \"regoin\" (did you mean \"region\"?)"), "{typo}");
+        assert!(c.aws("json").unwrap_err().0.contains("unknown field `regoin`"));
+    }
+
+    #[test]
+    fn unknown_names_and_wrong_types_say_what_to_do() {
+        let specs = specs("rds:\n  type: mysql\n");
+        let c = Connections::resolve(&specs, Some("/h/config.yaml".into()), env(&[]));
+        assert_eq!(
+            c.sql("rsd").unwrap_err().0,
+            "connection \"rsd\" is not defined (did you mean \"rds\"?); add it under `connections:` in /h/config.yaml or set FLOWCTL_CONN_RSD (see docs/connections.md); defined: rds"
+        );
+        assert!(c.aws("rds").unwrap_err().0.contains("is a mysql connection, and this task needs an AWS one"));
+        assert!(c.sql("aws_default").unwrap_err().0.contains("is an aws connection"));
+    }
+
+    #[test]
+    fn the_file_never_holds_a_secret_or_a_bad_name() {
+        let err = check_specs(&specs("rds:\n  type: mysql\n  uri: mysql://u:hunter2@h/db\n")).unwrap_err();
+        assert!(err.contains("holds a password") && !err.contains("hunter2"), "{err}");
+        let err = check_specs(&specs("a:\n  type: aws\n  access_key_id_env: AKIA/secret value\n  secret_access_key_env: S\n")).unwrap_err();
+        assert!(err.contains("must be the NAME of an environment variable") && !err.contains("secret value"), "{err}");
+        let err = check_specs(&specs("a:\n  type: aws\n  access_key_id_env: K\n")).unwrap_err();
+        assert!(err.contains("go together"), "{err}");
+        let err = check_specs(&specs("Data-Lake:\n  type: aws\n")).unwrap_err();
+        assert!(err.contains("FLOWCTL_CONN_DATA_LAKE"), "{err}");
+        let err = check_specs(&specs("a:\n  type: aws\n  endpoints: {s4: 'http://x'}\n")).unwrap_err();
+        assert!(err.starts_with("connections.a.endpoints.s4: unknown service") && err.contains("s3, sts, emr"), "{err}");
+        let err = check_specs(&specs("a:\n  type: aws\n  endpoint_url: localhost:5000\n")).unwrap_err();
+        assert!(err.contains("is not an endpoint URL"), "{err}");
+    }
 }

@@ -22,6 +22,7 @@ macro_rules! outln {
 
 mod alert;
 mod apply;
+mod connections;
 pub mod control;
 mod dispatch;
 mod inspect;
@@ -34,6 +35,7 @@ mod table;
 use std::path::Path;
 
 pub use alert::alert_test;
+pub use connections::{connections_list, connections_test};
 pub use apply::{apply_output, source_hash, store_version, Change};
 pub use control::{handle, Host, Output, Reply, Request};
 pub use dispatch::{dispatch, dispatch_with_config};
