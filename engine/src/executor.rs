@@ -151,6 +151,17 @@ enum Event {
     RecordJob { index: usize, try_number: u32, job: Option<ExternalJob>, ack: oneshot::Sender<Result<(), TaskError>> },
 }
 
+/// How an attempt's end bears on its external job.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ResultKind {
+    /// It failed on its own: the job runs on unless the operator cleared it.
+    Failed,
+    /// flowctl stopped it while shutting down: the job runs on, to be reattached.
+    Halted,
+    /// Anything else: the job is over or was cancelled.
+    Other,
+}
+
 enum AttemptResult {
     Done(Result<Outcome, TaskError>),
     TimedOut(Duration),
@@ -594,6 +605,11 @@ impl RunLoop {
         self.running -= 1;
         let masker = self.exec.masker.clone();
         let task = &self.dag.tasks[i];
+        let result_kind = match &result {
+            AttemptResult::Done(Err(_)) | AttemptResult::Cancelled if self.halting && self.run.note.is_none() => ResultKind::Halted,
+            AttemptResult::Done(Err(_)) if self.run.note.is_none() => ResultKind::Failed,
+            _ => ResultKind::Other,
+        };
         let (event, error) = match result {
             AttemptResult::Done(Ok(Outcome::Success { outputs })) => {
                 // The store and everything that reads it never hold a secret, outputs included.
@@ -625,10 +641,17 @@ impl RunLoop {
             AttemptResult::Done(Err(e)) => self.failure_event(i, e.kind, e.message),
         };
         let error = error.map(|e| masker.mask(&e).into_owned());
+        // The external job outlives a failed attempt unless the operator cleared it (it ended):
+        // the retry, or the next start after a shutdown, polls it instead of submitting it again.
+        // After a success, a skip, a cancel or a timeout (the operator was told to cancel it)
+        // there is nothing to go back to.
+        let job_may_run_on = matches!(result_kind, ResultKind::Failed | ResultKind::Halted);
         self.apply(i, event);
         let ti = &mut self.instances[i];
         ti.end = Some(Utc::now());
-        ti.external_job = None;
+        if !job_may_run_on {
+            ti.external_job = None;
+        }
         ti.error = if matches!(event, TaskEvent::Succeeded | TaskEvent::Skipped) { None } else { error.clone() };
         let state = ti.state;
         (self.progress)(Progress::TaskSettled {
@@ -751,6 +774,7 @@ impl RunLoop {
                 run_id: self.run.run_id.clone(),
                 task_id: task.id.clone(),
             }),
+            shutdown: self.control.halt.clone(),
             slot: crate::operator::Slot::new((dag_permit, global_permit), self.slots.dag.clone(), self.slots.global.clone()),
         };
         let slot = ctx.slot.clone();

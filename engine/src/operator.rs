@@ -284,6 +284,11 @@ pub struct TaskContext {
     /// The attempt's slot, which sensors give back between pokes with
     /// [`Slot::wait_unslotted`].
     pub slot: Slot,
+    /// Fired (with `cancel`) when flowctl itself stops after its shutdown grace period, rather
+    /// than the task being cancelled or timing out. An operator waiting on an external job then
+    /// leaves the job running and returns: the next start reattaches to it. When only `cancel`
+    /// fires, the operator cancels the job at the service.
+    pub shutdown: CancellationToken,
 }
 
 impl fmt::Debug for TaskContext {
