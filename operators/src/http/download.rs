@@ -358,24 +358,25 @@ impl Hashes {
     }
 }
 
-/// The progress line of one file: at most one every [`PROGRESS_EVERY`], and a last one.
+/// The progress line of one file: at most one every [`PROGRESS_EVERY`], and a last one. It spans
+/// the tries of an attempt, so the rate counts what this attempt received.
 struct Progress {
     name: String,
     total: Option<u64>,
     started: Instant,
-    from: u64,
+    received: u64,
     last: Instant,
 }
 
 impl Progress {
-    fn new(name: String, total: Option<u64>, from: u64) -> Progress {
+    fn new() -> Progress {
         let now = Instant::now();
-        Progress { name, total, started: now, from, last: now }
+        Progress { name: String::new(), total: None, started: now, received: 0, last: now }
     }
 
-    fn rate(&self, have: u64) -> String {
+    fn rate(&self) -> String {
         let seconds = self.started.elapsed().as_secs_f64().max(0.001);
-        format!("{}/s", human_bytes(((have.saturating_sub(self.from)) as f64 / seconds) as u64))
+        format!("{}/s", human_bytes((self.received as f64 / seconds) as u64))
     }
 
     fn line(&self, have: u64) -> String {
@@ -386,13 +387,14 @@ impl Progress {
                 human_bytes(have),
                 human_bytes(total),
                 have * 100 / total,
-                self.rate(have)
+                self.rate()
             ),
-            _ => format!("{}: {}, {}", self.name, human_bytes(have), self.rate(have)),
+            _ => format!("{}: {}, {}", self.name, human_bytes(have), self.rate()),
         }
     }
 
-    fn tick(&mut self, ctx: &TaskContext, have: u64) {
+    fn add(&mut self, ctx: &TaskContext, bytes: u64, have: u64) {
+        self.received += bytes;
         if self.last.elapsed() >= PROGRESS_EVERY {
             self.last = Instant::now();
             ctx.log.line(&self.line(have));
@@ -632,6 +634,7 @@ impl Downloader<'_> {
         }
         let conditional = previous.filter(|p| p.etag.is_some() || p.last_modified.is_some() || p.sha256.is_some());
 
+        let mut progress = Progress::new();
         let mut tries = 0u32;
         loop {
             tries += 1;
@@ -744,7 +747,8 @@ impl Downloader<'_> {
             if append {
                 ctx.log.line(&format!("{name}: resuming from byte {have}"));
             }
-            let mut progress = Progress::new(name.clone(), meta.total, have);
+            progress.name.clone_from(&name);
+            progress.total = meta.total;
             let mut body = response.bytes_stream();
             let broke: Option<String> = loop {
                 match cancellable(ctx, body.next()).await? {
@@ -753,7 +757,7 @@ impl Downloader<'_> {
                         file.write_all(&chunk).await.map_err(|e| TaskError::retryable(format!("cannot write {}: {e}", part.display())))?;
                         hashes.update(&chunk);
                         have += chunk.len() as u64;
-                        progress.tick(ctx, have);
+                        progress.add(ctx, chunk.len() as u64, have);
                     }
                     Some(Err(e)) => break Some(describe(&e)),
                 }
@@ -779,11 +783,12 @@ impl Downloader<'_> {
             }
             let elapsed = progress.started.elapsed();
             let sha256 = hex(&hashes.sha256.clone().finalize());
+            let resumed = if progress.received < have { format!(", {} of it by an earlier attempt", human_bytes(have - progress.received)) } else { String::new() };
             ctx.log.line(&format!(
-                "downloaded {name}: {} in {} ({}), sha256 {sha256}",
+                "downloaded {name}: {}{resumed} in {} ({}), sha256 {sha256}",
                 human_bytes(have),
                 humantime::format_duration(round_duration(elapsed)),
-                progress.rate(have)
+                progress.rate()
             ));
             if let Some(expected) = checksum {
                 let actual = match expected {
