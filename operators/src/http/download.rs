@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use flowctl_engine::operator::{ConfigError, Operator, Outcome, Outputs, TaskContext, TaskError};
+use flowctl_engine::operator::{ConfigError, LogSink, Operator, Outcome, Outputs, TaskContext, TaskError};
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE};
 use reqwest::{StatusCode, Url};
@@ -393,11 +393,11 @@ impl Progress {
         }
     }
 
-    fn add(&mut self, ctx: &TaskContext, bytes: u64, have: u64) {
+    fn add(&mut self, log: &dyn LogSink, bytes: u64, have: u64) {
         self.received += bytes;
         if self.last.elapsed() >= PROGRESS_EVERY {
             self.last = Instant::now();
-            ctx.log.line(&self.line(have));
+            log.line(&self.line(have));
         }
     }
 }
@@ -749,6 +749,11 @@ impl Downloader<'_> {
             }
             progress.name.clone_from(&name);
             progress.total = meta.total;
+            if progress.received == 0 {
+                // The rate counts from the first answer with a body, not from waits for the server.
+                progress.started = Instant::now();
+                progress.last = progress.started;
+            }
             let mut body = response.bytes_stream();
             let broke: Option<String> = loop {
                 match cancellable(ctx, body.next()).await? {
@@ -757,7 +762,7 @@ impl Downloader<'_> {
                         file.write_all(&chunk).await.map_err(|e| TaskError::retryable(format!("cannot write {}: {e}", part.display())))?;
                         hashes.update(&chunk);
                         have += chunk.len() as u64;
-                        progress.add(ctx, chunk.len() as u64, have);
+                        progress.add(ctx.log.as_ref(), chunk.len() as u64, have);
                     }
                     Some(Err(e)) => break Some(describe(&e)),
                 }
@@ -951,6 +956,23 @@ mod tests {
             .clone();
         assert_eq!(previous_sources(Some(&outputs))[0].etag.as_deref(), Some("\"v1\""));
         assert!(previous_sources(None).is_empty());
+    }
+
+    #[test]
+    fn progress_lines_show_the_share_and_wait_between_lines() {
+        let mut progress = Progress::new();
+        progress.name = "loans.zip".into();
+        progress.total = Some(4 * 1024 * 1024);
+        assert!(progress.line(1024 * 1024).starts_with("loans.zip: 1.0 MiB of 4.0 MiB (25%), "), "{}", progress.line(1024 * 1024));
+        progress.total = None;
+        assert!(progress.line(2048).starts_with("loans.zip: 2.0 KiB, "));
+        let log = flowctl_engine::operator::MemoryLog::default();
+        progress.add(&log, 10, 10);
+        assert!(log.lines().is_empty(), "a line before {PROGRESS_EVERY:?} passed");
+        progress.last -= PROGRESS_EVERY;
+        progress.add(&log, 10, 20);
+        assert_eq!(log.lines().len(), 1);
+        assert!(log.lines()[0].starts_with("loans.zip: 20 B, "), "{:?}", log.lines());
     }
 
     #[test]
