@@ -34,7 +34,8 @@ use flowctl_engine::Registry;
 #[cfg(feature = "aws-s3")]
 pub mod s3;
 // Further services join here, each behind its cargo feature:
-// #[cfg(feature = "aws-emr")] pub mod emr;
+#[cfg(feature = "aws-emr")]
+pub mod emr;
 #[cfg(feature = "aws-redshift")]
 pub mod redshift;
 // #[cfg(feature = "aws-sagemaker")] pub mod sagemaker;
@@ -55,7 +56,8 @@ pub fn register(registry: &mut Registry) {
     #[cfg(feature = "aws-s3")]
     s3::register(registry);
     // Further services register here, each behind its cargo feature:
-    // #[cfg(feature = "aws-emr")] emr::register(registry);
+    #[cfg(feature = "aws-emr")]
+    emr::register(registry);
     #[cfg(feature = "aws-redshift")]
     redshift::register(registry);
     // #[cfg(feature = "aws-sagemaker")] sagemaker::register(registry);
