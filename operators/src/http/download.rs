@@ -37,6 +37,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The settings of an `http.download` task.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "HttpDownloadConfig")]
 pub struct DownloadConfig {
     /// The URL of the file to download. Give this or `urls`.
     pub url: Option<String>,
@@ -84,6 +85,7 @@ pub struct DownloadConfig {
 /// A login form submitted before the downloads.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "HttpLogin")]
 pub struct Login {
     /// The URL the login form posts to (its `action`), http:// or https://.
     pub url: String,

@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// An archive format `extract:` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "HttpArchiveFormat")]
 pub enum ArchiveFormat {
     /// A zip file (stored or deflated members).
     #[serde(rename = "zip")]

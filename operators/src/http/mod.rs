@@ -19,6 +19,7 @@ use flowctl_engine::Registry;
 use serde::{Deserialize, Deserializer};
 
 pub use download::{DownloadConfig, HttpDownload, Login};
+pub use extract::ArchiveFormat;
 pub use request::{HttpRequest, RequestConfig};
 
 /// Adds `http.request` and `http.download`.
@@ -227,6 +228,7 @@ pub(crate) fn status_accepted(expect: Option<&[StatusRange]>, status: u16) -> bo
 /// is given, never from the DAG file.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "HttpAuth")]
 pub enum Auth {
     /// HTTP Basic authentication: `basic: {username: me, password_env: API_PASSWORD}`.
     Basic(BasicAuth),
@@ -237,6 +239,7 @@ pub enum Auth {
 /// HTTP Basic credentials.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "HttpBasicAuth")]
 pub struct BasicAuth {
     /// The user name.
     pub username: String,
@@ -248,6 +251,7 @@ pub struct BasicAuth {
 /// A bearer token.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "HttpBearerAuth")]
 pub struct BearerAuth {
     /// The name of the environment variable holding the token. The name must contain PASSWORD,
     /// SECRET, TOKEN or KEY, so that flowctl masks its value in logs.

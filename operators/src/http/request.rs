@@ -26,6 +26,7 @@ const ERROR_BODY_CHARS: usize = 300;
 /// The settings of an `http.request` task.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "HttpRequestConfig")]
 pub struct RequestConfig {
     /// The URL to call, http:// or https://.
     pub url: String,
