@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod databases;
 pub mod http_site;
 
 use std::path::{Path, PathBuf};
