@@ -45,7 +45,7 @@ pub struct ExportConfig {
     pub quote: Option<String>,
     /// The text written for NULL [default: empty; an empty string is then written as `""`].
     #[serde(default)]
-    pub null: String,
+    pub null_value: String,
 }
 
 fn yes() -> bool {
@@ -68,7 +68,7 @@ impl ExportConfig {
             delimiter: self.delimiter.clone(),
             header: self.header,
             quote: self.quote.clone(),
-            null: self.null.clone(),
+            null_value: self.null_value.clone(),
             columns: None,
             create_table: None,
             mode: Default::default(),

@@ -55,7 +55,7 @@ pub struct LoadConfig {
     /// The unquoted field text that means NULL [default: empty, so an empty field is NULL and a
     /// quoted empty field `""` is an empty string]; e.g. `\N`.
     #[serde(default)]
-    pub null: String,
+    pub null_value: String,
     /// Which file columns go to which table columns: a list with one entry per file column, in
     /// file order (the table column, or null to skip that file column), or, for files with a
     /// header, a mapping of header name to table column (unlisted file columns are skipped).
@@ -223,7 +223,7 @@ impl LoadConfig {
         if quote == Some(delimiter) {
             return Err(ConfigError::new("quote", "must differ from the delimiter"));
         }
-        Ok(Format { delimiter, quote, header: self.header, null: self.null.clone() })
+        Ok(Format { delimiter, quote, header: self.header, null: self.null_value.clone() })
     }
 
     fn mapping(&self) -> Mapping {
@@ -1034,7 +1034,7 @@ mod tests {
     fn a_full_setting_validates() {
         validate(json!({
             "connection": "rds", "source": "data/loans_*.txt", "table": "loans.origination",
-            "delimiter": "|", "header": false, "null": "", "quote": null,
+            "delimiter": "|", "header": false, "null_value": "", "quote": null,
             "columns": ["credit_score", null, "loan_sequence_number"],
             "create_table": {"columns": {"credit_score": "integer", "loan_sequence_number": "varchar(12)"}, "primary_key": ["loan_sequence_number"]},
             "mode": "upsert", "key": ["loan_sequence_number"], "mysql_method": "insert"
