@@ -24,6 +24,20 @@ fi
 export FLOWCTL_TEST_PYTHON="${FLOWCTL_VENV}/bin/python"
 "${FLOWCTL_TEST_PYTHON}" -c "import aiosmtpd; print('aiosmtpd', aiosmtpd.__version__)"
 
+# The S3 tests and benchmark run against moto_server in the same virtualenv: moto[server] pinned
+# (5.2.5 is the first whose CompleteMultipartUpload reply the Rust SDK reads), boto3 (which comes
+# with it) as the independent client, and the aws CLI, pinned, for the benchmark's comparison.
+# The tests find them through FLOWCTL_TEST_MOTO and FLOWCTL_TEST_AWS_CLI.
+MOTO_VERSION=5.2.5
+AWSCLI_VERSION=1.46.3
+echo "== moto ${MOTO_VERSION} and awscli ${AWSCLI_VERSION} in ${FLOWCTL_VENV}"
+if ! "${FLOWCTL_VENV}/bin/python" -c "import sys, importlib.metadata as m; sys.exit(m.version('moto') != '${MOTO_VERSION}' or m.version('awscli') != '${AWSCLI_VERSION}' or m.version('flask') is None)" 2>/dev/null; then
+  "${FLOWCTL_VENV}/bin/python" -m pip install --quiet --disable-pip-version-check "moto[server]==${MOTO_VERSION}" "awscli==${AWSCLI_VERSION}"
+fi
+export FLOWCTL_TEST_MOTO="${FLOWCTL_VENV}/bin/moto_server"
+export FLOWCTL_TEST_AWS_CLI="${FLOWCTL_VENV}/bin/aws"
+"${FLOWCTL_TEST_PYTHON}" -c "import moto, boto3; print('moto', moto.__version__, 'boto3', boto3.__version__)"
+
 echo "== build"
 cargo build --workspace --all-targets --locked
 

@@ -5,6 +5,7 @@
 
 pub mod databases;
 pub mod http_site;
+pub mod moto;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

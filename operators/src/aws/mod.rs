@@ -181,8 +181,11 @@ where
     match err {
         SdkError::ServiceError(service_err) => {
             let status = service_err.raw().status().as_u16();
-            let code = err.code().unwrap_or("");
-            let message = err.message().unwrap_or("").trim().trim_end_matches('.');
+            // When the SDK could not read the reply's code (a stand-in such as moto answering
+            // with another protocol's error layout), read it from the body.
+            let body = service_err.raw().body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
+            let code = err.code().or_else(|| xml_field(&body, "Code")).unwrap_or("");
+            let message = err.message().or_else(|| xml_field(&body, "Message")).unwrap_or("").trim().trim_end_matches('.');
             let detail = match (code, message) {
                 ("", "") => format!("HTTP {status}"),
                 ("", m) => format!("HTTP {status}: {m}"),
@@ -193,14 +196,14 @@ where
         }
         SdkError::DispatchFailure(failure) => {
             let cause = root_cause(err);
-            if failure.is_timeout() {
+            if about_credentials(err) {
+                no_credentials(what, name, &creds, &cause)
+            } else if failure.is_timeout() {
                 TaskError::retryable(format!("{what}: {endpoint} did not answer in time ({cause}), after {SDK_MAX_ATTEMPTS} tries"))
             } else if failure.is_io() || cause.contains("onnection refused") || cause.contains("dns error") {
                 TaskError::retryable(format!(
                     "{what}: cannot reach {endpoint} ({cause}), after {SDK_MAX_ATTEMPTS} tries; check the endpoint and the network (connection \"{name}\")"
                 ))
-            } else if looks_like_credentials(&cause) {
-                no_credentials(what, name, &creds, &cause)
             } else {
                 TaskError::retryable(format!("{what}: request to {endpoint} failed: {cause}"))
             }
@@ -214,7 +217,7 @@ where
         }
         SdkError::ConstructionFailure(_) => {
             let cause = root_cause(err);
-            if looks_like_credentials(&cause) {
+            if about_credentials(err) {
                 no_credentials(what, name, &creds, &cause)
             } else {
                 TaskError::fatal(format!("{what}: the request cannot be built: {cause}"))
@@ -222,6 +225,13 @@ where
         }
         _ => TaskError::retryable(format!("{what}: {}", root_cause(err))),
     }
+}
+
+/// The text of the first `<name>...</name>` element of an XML error body.
+fn xml_field<'a>(body: &'a str, name: &str) -> Option<&'a str> {
+    let start = body.find(&format!("<{name}>"))? + name.len() + 2;
+    let end = body[start..].find(&format!("</{name}>"))? + start;
+    Some(body[start..end].trim()).filter(|t| !t.is_empty())
 }
 
 /// The parts of a service's error reply the classifier looks at.
@@ -271,9 +281,18 @@ fn no_credentials(what: &str, name: &str, creds: &str, cause: &str) -> TaskError
     ))
 }
 
-fn looks_like_credentials(cause: &str) -> bool {
-    let lower = cause.to_ascii_lowercase();
-    lower.contains("credential") || lower.contains("identity")
+/// Whether any error of the chain is about loading credentials (the default chain found none,
+/// a profile or SSO session failed, an assumed role was refused).
+fn about_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string().to_ascii_lowercase();
+        if text.contains("credential") || text.contains("identity") {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// The innermost error's text, which is where the SDK puts the useful part (the OS error of a
@@ -363,6 +382,15 @@ mod tests {
         assert_eq!(c(400, "InvalidArgument"), Final);
         assert_eq!(c(403, "InvalidAccessKeyId"), Final);
         assert_eq!(c(403, ""), Final);
+    }
+
+    #[test]
+    fn error_fields_are_read_from_any_xml_layout() {
+        let body = "<ErrorResponse><Errors><Error><Code>InvalidClientTokenId</Code><Message>The token is invalid.</Message></Error></Errors></ErrorResponse>";
+        assert_eq!(xml_field(body, "Code"), Some("InvalidClientTokenId"));
+        assert_eq!(xml_field(body, "Message"), Some("The token is invalid."));
+        assert_eq!(xml_field(body, "RequestId"), None);
+        assert_eq!(xml_field("<Code></Code>", "Code"), None);
     }
 
     #[test]

@@ -10,6 +10,13 @@
 
 pub mod url;
 pub mod transfer;
+pub mod settings;
+pub mod upload;
+pub mod download;
+pub mod copy;
+pub mod delete;
+pub mod list;
+pub mod wait;
 
 pub use transfer::{client, download_to_file, list_objects, upload_file, UploadOptions, S3};
 pub use url::S3Url;
@@ -17,4 +24,12 @@ pub use url::S3Url;
 use flowctl_engine::Registry;
 
 /// Adds the S3 operators.
-pub fn register(_registry: &mut Registry) {}
+pub fn register(registry: &mut Registry) {
+    registry
+        .register(upload::Upload)
+        .register(download::Download)
+        .register(copy::Copy)
+        .register(delete::DeleteObjects)
+        .register(list::List)
+        .register(wait::Wait);
+}

@@ -219,7 +219,7 @@ async fn upload_parts(
     let mut report = |done: usize| {
         // About every tenth of the upload, for large ones.
         if let Some(log) = &options.progress {
-            if parts >= 20 && done as u64 * 10 >= next_report * parts {
+            if parts >= 10 && done as u64 * 10 >= next_report * parts {
                 log.line(&format!("{url}: {done}/{parts} parts sent"));
                 next_report += 1;
             }
@@ -418,6 +418,21 @@ pub async fn head(s3: &S3, url: &S3Url) -> Result<Option<Head>, TaskError> {
             etag: reply.e_tag().unwrap_or("").trim_matches('"').to_string(),
             part_size: reply.metadata().and_then(|m: &HashMap<String, String>| m.get(PART_SIZE_METADATA)).and_then(|v| v.parse().ok()),
         })),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+        Err(e) => Err(s3.error(&e, &url.to_string())),
+    }
+}
+
+/// The part size a multipart object was uploaded with: the one flowctl recorded in its metadata,
+/// else the size of its first part (HeadObject with partNumber=1). `None` when neither is known.
+pub async fn multipart_part_size(s3: &S3, url: &S3Url) -> Result<Option<u64>, TaskError> {
+    if let Some(found) = head(s3, url).await? {
+        if found.part_size.is_some() {
+            return Ok(found.part_size);
+        }
+    }
+    match s3.client.head_object().bucket(&url.bucket).key(&url.key).part_number(1).send().await {
+        Ok(reply) => Ok(reply.content_length().filter(|n| *n > 0).map(|n| n as u64)),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
         Err(e) => Err(s3.error(&e, &url.to_string())),
     }
