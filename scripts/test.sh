@@ -38,6 +38,24 @@ export FLOWCTL_TEST_MOTO="${FLOWCTL_VENV}/bin/moto_server"
 export FLOWCTL_TEST_AWS_CLI="${FLOWCTL_VENV}/bin/aws"
 "${FLOWCTL_TEST_PYTHON}" -c "import moto, boto3; print('moto', moto.__version__, 'boto3', boto3.__version__)"
 
+# The SQL tests (tests/sql.rs) and the sql_load benchmark start a real PostgreSQL and a real
+# MariaDB of their own in temporary folders (tests/util/databases.rs): they need Debian's server
+# binaries (/usr/lib/postgresql/<version>/bin/initdb and postgres; mariadbd and
+# mariadb-install-db) and fail, saying to run this script, when they are missing. No service is
+# started or configured here.
+echo "== database servers for the SQL tests (postgresql, mariadb-server)"
+db_packages=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || db_packages+=(postgresql)
+{ command -v mariadbd || [ -x /usr/sbin/mariadbd ]; } >/dev/null 2>&1 || db_packages+=(mariadb-server)
+if [ "${#db_packages[@]}" -gt 0 ]; then
+  as_root=()
+  [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${db_packages[@]}" >/dev/null
+fi
+ls /usr/lib/postgresql/*/bin/postgres
+{ command -v mariadbd || ls /usr/sbin/mariadbd; } 2>/dev/null
+
 echo "== build"
 cargo build --workspace --all-targets --locked
 
