@@ -92,7 +92,7 @@ echo $! >>"$dir/pids"
 
 # -- SMTP
 SMTP_PORT=$(free_port)
-mkdir -p "$dir/mail"
+mkdir -p "$dir/mail/tmp" "$dir/mail/new" "$dir/mail/cur"
 "$py" -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" -c aiosmtpd.handlers.Mailbox "$dir/mail" </dev/null >"$dir/smtp.log" 2>&1 &
 echo $! >>"$dir/pids"
 
