@@ -251,7 +251,7 @@ fn check_s3_destination(_destination: &str) -> Result<(), ConfigError> {
 
 #[cfg(feature = "aws-s3")]
 async fn upload(file: &Path, config: &ExportConfig, ctx: &TaskContext) -> Result<(), TaskError> {
-    super::s3::upload_file(file, &config.destination, config.aws_connection.as_deref(), ctx).await
+    super::s3::upload_file_to(file, &config.destination, config.aws_connection.as_deref(), ctx).await
 }
 
 #[cfg(not(feature = "aws-s3"))]

@@ -15,6 +15,8 @@ mod db;
 mod execute;
 mod export;
 mod load;
+#[cfg(feature = "aws-s3")]
+mod s3;
 
 use std::sync::Arc;
 
