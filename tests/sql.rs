@@ -597,3 +597,64 @@ fn connection_testers_report_the_version_or_what_to_fix() {
     let down = test_connection("mysql", &format!("mysql://flowctl:x@127.0.0.1:{closed}/db")).unwrap_err();
     assert!(down.starts_with(&format!("cannot reach the mysql server of connection \"db\" at 127.0.0.1:{closed}: ")), "{down}");
 }
+
+// ------------------------------------------------------------------------------------ s3://
+
+#[cfg(feature = "aws-s3")]
+#[test]
+fn loads_from_an_s3_prefix_or_glob_and_exports_to_s3() {
+    let moto = util::moto::moto();
+    let bucket = util::moto::bucket("sql");
+    moto.make_bucket(&bucket);
+    // Headerless, pipe-delimited, unquoted: the loan files as the pipeline stores them.
+    moto.put_text(&bucket, "raw/2024Q1/origination/part-1.txt", "F24Q10000001|750|CA\nF24Q10000002|690|TX\n");
+    moto.put_text(&bucket, "raw/2024Q1/origination/part-2.txt", "F24Q10000003|\"712|NY\n");
+    moto.put_text(&bucket, "raw/2024Q1/performance/part-1.txt", "not|a|loan|file\n");
+    let (home, cmd) = setup("t_s3");
+    let cmd = cmd
+        .env("S3_TEST_KEY_ID", "AKIAFLOWCTLSQLTEST01")
+        .env("S3_TEST_SECRET", "sql-s3-test-secret")
+        .env("FLOWCTL_CONN_LAKE", &moto.connection_json("S3_TEST_KEY_ID", "S3_TEST_SECRET"))
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let load = |id: &str, connection: &str, source: &str, depends: &str| {
+        format!(
+            "  - id: {id}\n    operator: sql.load\n{depends}    with:\n      connection: {connection}\n      source: \"{source}\"\n      aws_connection: lake\n      table: origination\n      delimiter: \"|\"\n      header: false\n      quote: null\n      mode: upsert\n      key: [loan_sequence_number]\n      create_table:\n        columns:\n          loan_sequence_number: varchar(12) not null\n          credit_score: varchar(10)\n          property_state: char(2)\n"
+        )
+    };
+    let prefix = format!("s3://{bucket}/raw/2024Q1/origination/");
+    let glob = format!("s3://{bucket}/raw/*/origination/part-*.txt");
+    let export = |id: &str, connection: &str, depends: &str| {
+        format!(
+            "  - id: {id}\n    operator: sql.export\n    depends_on: [{depends}]\n    with:\n      connection: {connection}\n      aws_connection: lake\n      query: SELECT loan_sequence_number, credit_score, property_state FROM origination ORDER BY 1\n      destination: s3://{bucket}/exports/{connection}.csv\n"
+        )
+    };
+    let yaml = format!(
+        "dag: sql_s3\ntasks:\n{}{}{}{}{}{}",
+        load("pg_prefix", "pg", &prefix, ""),
+        load("pg_glob", "pg", &glob, "    depends_on: [pg_prefix]\n"),
+        load("my_prefix", "my", &prefix, ""),
+        load("my_glob", "my", &glob, "    depends_on: [my_prefix]\n"),
+        export("pg_export", "pg", "pg_glob"),
+        export("my_export", "my", "my_glob"),
+    );
+    let (run, id) = run_dag(&home, &cmd, "s3", &yaml);
+    run.expect_code(0);
+    let files = task(&cmd, "sql_s3", &id, "pg_prefix")["outputs"]["files"].clone();
+    assert_eq!(files, serde_json::json!([format!("{prefix}part-1.txt"), format!("{prefix}part-2.txt")]));
+    assert_eq!(task(&cmd, "sql_s3", &id, "my_glob")["outputs"]["rows"], 3);
+    let expected = "loan_sequence_number,credit_score,property_state\nF24Q10000001,750,CA\nF24Q10000002,690,TX\nF24Q10000003,\"\"\"712\",NY\n";
+    let local = home.write("expected.csv", expected);
+    moto.assert_same(&bucket, "exports/pg.csv", &local);
+    moto.assert_same(&bucket, "exports/my.csv", &local);
+    assert_eq!(task(&cmd, "sql_s3", &id, "pg_export")["outputs"], serde_json::json!({"rows": 3, "path": format!("s3://{bucket}/exports/pg.csv")}));
+    // The downloads were removed from the scratch folder.
+    let work = home.path().join("work");
+    let left: Vec<_> = files_under(&work).into_iter().filter(|p| p.to_string_lossy().contains(".sql-load")).collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // A prefix with nothing under it fails with the URL.
+    let yaml = format!("dag: sql_s3_empty\ntasks:\n{}", load("none", "pg", &format!("s3://{bucket}/raw/2099Q1/"), ""));
+    let (run, id) = run_dag(&home, &cmd, "s3_empty", &yaml);
+    run.expect_code(1);
+    assert_eq!(task(&cmd, "sql_s3_empty", &id, "none")["error"], format!("source s3://{bucket}/raw/2099Q1/ matches no object"));
+}
