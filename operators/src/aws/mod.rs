@@ -38,7 +38,8 @@ pub mod s3;
 pub mod emr;
 #[cfg(feature = "aws-redshift")]
 pub mod redshift;
-// #[cfg(feature = "aws-sagemaker")] pub mod sagemaker;
+#[cfg(feature = "aws-sagemaker")]
+pub mod sagemaker;
 
 /// How many times the SDK sends a request before an error reaches the operator (the first try
 /// included). Throttling, 5xx replies, timeouts and lost connections are retried.
@@ -60,7 +61,8 @@ pub fn register(registry: &mut Registry) {
     emr::register(registry);
     #[cfg(feature = "aws-redshift")]
     redshift::register(registry);
-    // #[cfg(feature = "aws-sagemaker")] sagemaker::register(registry);
+    #[cfg(feature = "aws-sagemaker")]
+    sagemaker::register(registry);
 }
 
 /// The retry policy every AWS client gets: the SDK's standard mode with a few attempts and
