@@ -3,6 +3,7 @@
 
 Usage (with the virtualenv's Python, which has boto3):
   inspect_aws.py --endpoint URL objects BUCKET [PREFIX]   every object: key, size, ETag, LastModified (JSON)
+  inspect_aws.py --endpoint URL get BUCKET KEY              one object's text (JSON: {"text": ...})
   inspect_aws.py --endpoint URL steps                     every EMR step of every cluster (JSON)
   inspect_aws.py --endpoint URL training-jobs             every SageMaker training job, described (JSON)
   inspect_aws.py --record FILE requests [TARGET...]       recorded requests, e.g. ElasticMapReduce.AddJobFlowSteps (JSON)
@@ -44,6 +45,11 @@ def objects(endpoint, bucket, prefix=""):
                 }
             )
     return found
+
+
+def get(endpoint, bucket, key):
+    body = client(endpoint, "s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    return {"text": body.decode("utf-8")}
 
 
 def steps(endpoint):
@@ -111,11 +117,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--endpoint", help="moto's URL, e.g. http://127.0.0.1:5000")
     parser.add_argument("--record", help="moto_local.py's request record")
-    parser.add_argument("command", choices=["objects", "steps", "training-jobs", "requests", "summary"])
+    parser.add_argument("command", choices=["objects", "get", "steps", "training-jobs", "requests", "summary"])
     parser.add_argument("args", nargs="*")
     args = parser.parse_args()
     if args.command == "objects":
         result = objects(args.endpoint, *args.args)
+    elif args.command == "get":
+        result = get(args.endpoint, *args.args)
     elif args.command == "steps":
         result = steps(args.endpoint)
     elif args.command == "training-jobs":
