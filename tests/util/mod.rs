@@ -6,6 +6,7 @@
 pub mod databases;
 pub mod http_site;
 pub mod moto;
+pub mod standins;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
