@@ -559,6 +559,24 @@ tasks:
       command: |
         echo 'first={{{{ tasks.api.outputs.body.items[0].id }}}} count={{{{ tasks.api.outputs.body.count }}}} etag={{{{ tasks.api.outputs.headers.etag }}}}'
         echo 'echoed={{{{ tasks.post.outputs.body.body }}}} status={{{{ tasks.post.outputs.status }}}}'
+  - id: form
+    operator: http.request
+    with:
+      url: {echo}
+      method: POST
+      form:
+        quarter: 2024Q1
+        rows: 2
+      expect_status: ["2xx"]
+  - id: raw
+    operator: http.request
+    with:
+      url: {echo}
+      method: put
+      headers:
+        Content-Type: text/csv
+      body: "a|b\n1|2\n"
+      max_body_bytes: 20
   - id: bad_token
     operator: http.request
     retries: 2
@@ -585,6 +603,16 @@ tasks:
     let post = task(&cmd, "http_request", &id, "post");
     assert_eq!(post["outputs"]["body"]["content_type"], "application/json");
     assert_eq!(post["outputs"]["body"]["body"], r#"{"first":"L-1001","rows":2}"#);
+
+    let form = task(&cmd, "http_request", &id, "form");
+    assert_eq!(form["outputs"]["body"]["content_type"], "application/x-www-form-urlencoded");
+    assert_eq!(form["outputs"]["body"]["body"], "quarter=2024Q1&rows=2");
+    let raw = task(&cmd, "http_request", &id, "raw");
+    assert_eq!(raw["outputs"]["status"], 201, "{raw:#}");
+    assert_eq!(raw["outputs"]["body_truncated"], true);
+    assert_eq!(raw["outputs"]["body"], r#"{"method":"PUT","que"#, "the first 20 bytes, as text");
+    let raw_seen = site.requests_for("/api/echo");
+    assert!(raw_seen.iter().any(|r| r.method == "PUT"), "{raw_seen:#?}");
 
     let lines: Vec<String> = log_of(&home, "http_request", &id, "use")
         .lines()

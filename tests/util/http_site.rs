@@ -136,7 +136,7 @@ impl HttpSite {
             .route("/files/{*name}", get(protected_file))
             .route("/public/{*name}", get(public_file))
             .route("/api/loans", get(api_loans))
-            .route("/api/echo", post(api_echo))
+            .route("/api/echo", post(api_echo).put(api_echo))
             .fallback(not_found)
             .with_state(state.clone());
         runtime.spawn(async move {
