@@ -245,7 +245,7 @@ fn loans_quarterly_end_to_end_on_the_stand_ins() {
             "JobFlowId": cluster,
             "Steps": [{
                 "Name": "loans_processed 2024Q1",
-                "ActionOnFailure": "TERMINATE_CLUSTER",
+                "ActionOnFailure": "CANCEL_AND_WAIT",
                 "HadoopJarStep": {
                     "Jar": "command-runner.jar",
                     "Args": [
