@@ -15,6 +15,8 @@ use super::split::Dialect;
 
 /// How long connecting may take before the attempt fails (retryably).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a rollback after a failure may take before the connection is just closed.
+const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An open connection.
 pub(crate) enum Db {
@@ -124,12 +126,16 @@ impl Db {
         Ok(affected)
     }
 
-    /// Rolls back, ignoring errors (the connection may already be gone).
+    /// Rolls back, ignoring errors (the connection may already be gone) and giving up after
+    /// [`ROLLBACK_TIMEOUT`]: the server rolls back anyway when the connection closes.
     pub async fn rollback(&mut self) {
-        let _ = match self {
-            Db::Pg(conn, _) => sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.map(drop).map_err(drop),
-            Db::My(conn, _) => conn.query_drop("ROLLBACK").await.map_err(drop),
+        let rollback = async {
+            let _ = match self {
+                Db::Pg(conn, _) => sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.map(drop).map_err(drop),
+                Db::My(conn, _) => conn.query_drop("ROLLBACK").await.map_err(drop),
+            };
         };
+        let _ = tokio::time::timeout(ROLLBACK_TIMEOUT, rollback).await;
     }
 
     /// Closes the connection politely.

@@ -268,13 +268,14 @@ fn trim_cr(buf: &[u8], start: usize, quoted: bool) -> usize {
     }
 }
 
+/// Opens a file, past a UTF-8 byte order mark (spreadsheets write one).
 fn open(source: &Source) -> Result<BufReader<File>, ReadError> {
-    File::open(&source.path).map(|f| BufReader::with_capacity(1 << 20, f)).map_err(|e| ReadError {
-        file: source.display.clone(),
-        line: None,
-        column: None,
-        message: format!("cannot open: {e}"),
-    })
+    let error = |e: std::io::Error| ReadError { file: source.display.clone(), line: None, column: None, message: format!("cannot open: {e}") };
+    let mut reader = File::open(&source.path).map(|f| BufReader::with_capacity(1 << 20, f)).map_err(error)?;
+    if reader.fill_buf().map_err(error)?.starts_with(b"\xEF\xBB\xBF") {
+        reader.consume(3);
+    }
+    Ok(reader)
 }
 
 /// Reads the first file's header, when there is one.
@@ -738,6 +739,16 @@ mod tests {
         let source = Source { path, display: "bad.csv".into() };
         let (_, summary) = read_all(&[source], &Format { header: true, ..csv() }, &Mapping::All);
         assert_eq!(summary.error.unwrap().to_string(), "bad.csv line 2, column 2 (b): the text is not UTF-8 (byte 4 of the field); convert the file to UTF-8");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_column_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("excel.csv");
+        std::fs::write(&path, b"\xEF\xBB\xBFid,name\n1,a\n").unwrap();
+        let source = Source { path, display: "excel.csv".into() };
+        let format = Format { header: true, ..csv() };
+        assert_eq!(first_header(&source, &format).unwrap(), Some(vec!["id".to_string(), "name".to_string()]));
     }
 
     #[test]
