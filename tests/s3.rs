@@ -563,3 +563,65 @@ tasks:
     assert_eq!(std::fs::read_to_string(dest.join("a.csv")).expect("a.csv"), "local\n");
     assert_eq!(files_under(&dest), [dest.join("a.csv")], "a partial or extra file was left behind");
 }
+
+#[test]
+fn the_example_dag_runs_against_s3_when_its_connection_is_set() {
+    let moto = moto();
+    let bucket = bucket("example");
+    moto.make_bucket(&bucket);
+    let (home, cmd) = setup(moto);
+    let cmd = cmd.env("FLOWCTL_CONN_LOCAL_S3", &moto.connection_json("S3_TEST_KEY_ID", "S3_TEST_SECRET"));
+    let work = home.scratch().join("work");
+    let file = util::repo_root().join("dags/examples/s3_pipeline.yaml");
+    let done = cmd.run_within(
+        LIMIT,
+        [
+            "run".as_ref(),
+            file.as_os_str(),
+            "--date".as_ref(),
+            "2024-01-02".as_ref(),
+            "--param".as_ref(),
+            format!("bucket={bucket}").as_ref(),
+            "--param".as_ref(),
+            format!("work={}", work.display()).as_ref(),
+        ],
+    );
+    done.expect_code(0);
+    for id in ["export", "upload", "wait", "list", "report", "archive", "fetch", "clean_up"] {
+        assert_eq!(task(&cmd, "s3_pipeline", id)["state"], "success", "{id}: {}", done.stdout);
+    }
+    assert!(log_of(&home, "s3_pipeline", "report").contains("| 2 files, 74 bytes - raw/2024-01-02/balances.csv, raw/2024-01-02/rates.csv"));
+    assert_eq!(keys(&moto.list(&bucket, "")), ["archive/2024-01-02/balances.csv", "archive/2024-01-02/rates.csv"]);
+    let back = work.join("2024-01-02/back");
+    for name in ["balances.csv", "rates.csv"] {
+        assert_eq!(std::fs::read(back.join(name)).expect("fetched"), std::fs::read(work.join("2024-01-02/out").join(name)).expect("exported"));
+    }
+}
+
+#[test]
+fn a_connection_without_a_region_says_how_to_set_it() {
+    let moto = moto();
+    let (home, cmd) = setup(moto);
+    let connection = serde_json::json!({"type": "aws", "endpoint_url": moto.endpoint, "force_path_style": true,
+        "access_key_id_env": "S3_TEST_KEY_ID", "secret_access_key_env": "S3_TEST_SECRET"});
+    let file = home.write(
+        "noregion.yaml",
+        "dag: s3_noregion\ntasks:\n  - id: list\n    operator: s3.list\n    with:\n      source: s3://lake/in/\n      connection: noregion\n",
+    );
+    // No region from the environment or a profile either.
+    let done: Run = cmd
+        .command(["run".as_ref(), file.as_os_str(), "--date".as_ref(), "2024-01-02".as_ref()])
+        .env("FLOWCTL_CONN_NOREGION", connection.to_string())
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", home.scratch().join("no-aws-config"))
+        .output()
+        .expect("flowctl runs")
+        .into();
+    done.expect_code(1);
+    assert_eq!(
+        task(&cmd, "s3_noregion", "list")["error"],
+        "connection \"noregion\" has no region: set `region:` in its definition (config.yaml, or ?region=... in FLOWCTL_CONN_NOREGION), or export AWS_REGION"
+    );
+}

@@ -9,6 +9,7 @@ flowctl's S3 code cannot hide behind the same bug on the checking side.
     s3_client.py ENDPOINT same BUCKET KEY FILE     exit 0 when the object's bytes are the file's
     s3_client.py ENDPOINT head BUCKET KEY          JSON: size, etag, metadata, content_type
     s3_client.py ENDPOINT ls BUCKET PREFIX         JSON: [[key, size], ...]
+    s3_client.py ENDPOINT rm BUCKET KEY
 
 Credentials are moto's usual dummies; moto_server without INITIAL_NO_AUTH_ACTION_COUNT accepts
 any.
@@ -79,6 +80,9 @@ def main(argv):
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             out.extend([o["Key"], o["Size"]] for o in page.get("Contents", []))
         print(json.dumps(out))
+    elif command == "rm":
+        bucket, key = args
+        s3.delete_object(Bucket=bucket, Key=key)
     else:
         print(f"unknown command {command}", file=sys.stderr)
         return 2

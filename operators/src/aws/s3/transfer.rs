@@ -14,7 +14,7 @@ use std::sync::Arc;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use flowctl_engine::connections::AwsConnection;
 use flowctl_engine::operator::{LogSink, TaskError};
@@ -74,7 +74,7 @@ impl S3 {
 
 /// An S3 client for the connection: its region, endpoint (`endpoints.s3` or `endpoint_url`),
 /// credentials and role, path-style addressing when `force_path_style` is set, and the standard
-/// retry policy. Checksums are sent only where S3 requires them: uploads carry a Content-MD5 of
+/// retry policy. The SDK adds checksums only where S3 requires them: uploads carry a CRC32 of
 /// their own (see [`upload_file`]).
 pub async fn client(conn: &AwsConnection) -> Result<aws_sdk_s3::Client, TaskError> {
     let config = sdk_config(conn, "s3").await?;
@@ -125,15 +125,17 @@ pub fn effective_part_size(size: u64, part_size: u64) -> u64 {
 }
 
 /// Uploads the file `src` to `url`: one PutObject up to `options.part_size`, a multipart upload
-/// above it (parts in parallel, each with its Content-MD5 so S3 checks every byte; the upload is
-/// aborted on error or cancel so no parts are left behind). Returns the bytes sent.
+/// above it (parts in parallel; the upload is aborted on error or cancel so no parts are left
+/// behind). Every request carries the CRC32 of its bytes, which S3 checks, so the payload itself
+/// is not signed (SigV4's SHA-256 of every byte would only repeat that check). Returns the bytes
+/// sent.
 pub async fn upload_file(s3: &S3, src: &Path, url: &S3Url, options: &UploadOptions, cancel: &CancellationToken) -> Result<u64, TaskError> {
     let file = std::fs::File::open(src).map_err(|e| local_error("cannot open", src, &e))?;
     let size = file.metadata().map_err(|e| local_error("cannot read", src, &e))?.len();
     let content_type = options.content_type.clone().unwrap_or_else(|| guess_content_type(src).to_string());
     if size <= options.part_size {
         let _permit = acquire(&options.permits, cancel).await?;
-        let (data, md5) = read_part(Arc::new(file), src.to_path_buf(), 0, size as usize).await?;
+        let (data, crc) = read_part(Arc::new(file), src.to_path_buf(), 0, size as usize).await?;
         let request = s3
             .client
             .put_object()
@@ -141,8 +143,10 @@ pub async fn upload_file(s3: &S3, src: &Path, url: &S3Url, options: &UploadOptio
             .key(&url.key)
             .content_type(content_type)
             .content_length(size as i64)
-            .content_md5(aws_smithy_types::base64::encode(md5))
+            .checksum_crc32(crc)
             .body(ByteStream::from(data))
+            .customize()
+            .disable_payload_signing()
             .send();
         tokio::select! {
             result = request => { result.map_err(|e| s3.error(&e, &url.to_string()))?; }
@@ -160,6 +164,7 @@ pub async fn upload_file(s3: &S3, src: &Path, url: &S3Url, options: &UploadOptio
         .key(&url.key)
         .content_type(content_type)
         .metadata(PART_SIZE_METADATA, part_size.to_string())
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
         .send()
         .await
         .map_err(|e| s3.error(&e, &url.to_string()))?;
@@ -234,7 +239,7 @@ async fn upload_parts(
         tasks.spawn(async move {
             let _permit = permit;
             let number = (index + 1) as i32;
-            let (data, md5) = read_part(file, src, offset, length).await?;
+            let (data, crc) = read_part(file, src, offset, length).await?;
             let reply = s3
                 .client
                 .upload_part()
@@ -243,13 +248,17 @@ async fn upload_parts(
                 .upload_id(upload_id)
                 .part_number(number)
                 .content_length(length as i64)
-                .content_md5(aws_smithy_types::base64::encode(md5))
+                .checksum_crc32(&crc)
                 .body(ByteStream::from(data))
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map_err(|e| s3.error(&e, &format!("{url} (part {number})")))?;
-            let etag = reply.e_tag().map(str::to_string).unwrap_or_else(|| format!("\"{}\"", hex(&md5)));
-            Ok::<_, TaskError>(CompletedPart::builder().part_number(number).e_tag(etag).build())
+            let Some(etag) = reply.e_tag() else {
+                return Err(TaskError::retryable(format!("{url} (part {number}): UploadPart answered without an ETag")));
+            };
+            Ok::<_, TaskError>(CompletedPart::builder().part_number(number).e_tag(etag).checksum_crc32(crc).build())
         });
         // Collect what has finished, so an error stops the upload early.
         while let Some(joined) = tasks.try_join_next() {
@@ -272,13 +281,14 @@ async fn abort_upload(s3: &S3, url: &S3Url, upload_id: &str) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(30), abort).await;
 }
 
-/// Reads `length` bytes at `offset` and their MD5, off the async threads.
-async fn read_part(file: Arc<std::fs::File>, src: PathBuf, offset: u64, length: usize) -> Result<(Vec<u8>, [u8; 16]), TaskError> {
+/// Reads `length` bytes at `offset` and their CRC32 (base64, as `x-amz-checksum-crc32` wants
+/// it), off the async threads.
+async fn read_part(file: Arc<std::fs::File>, src: PathBuf, offset: u64, length: usize) -> Result<(Vec<u8>, String), TaskError> {
     tokio::task::spawn_blocking(move || {
         let mut data = vec![0u8; length];
         file.read_exact_at(&mut data, offset).map_err(|e| local_error("cannot read", &src, &e))?;
-        let md5: [u8; 16] = Md5::digest(&data).into();
-        Ok((data, md5))
+        let crc = crc32fast::hash(&data);
+        Ok((data, aws_smithy_types::base64::encode(crc.to_be_bytes())))
     })
     .await
     .map_err(join_error)?

@@ -2,7 +2,7 @@
 //!
 //! Files up to `part_size` go in one PutObject, larger ones in a multipart upload whose parts are
 //! sent `concurrency` at a time (the same budget is shared by all files, so a folder of small
-//! files is sent in parallel too). Every request carries the MD5 of its bytes, so S3 rejects a
+//! files is sent in parallel too). Every request carries the CRC32 of its bytes, so S3 rejects a
 //! corrupted transfer. `overwrite` decides what happens to existing keys, before anything is
 //! sent: `never` fails on the first existing key and uploads nothing; `if_changed` skips files
 //! whose size and ETag match the object's.
