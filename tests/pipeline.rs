@@ -349,6 +349,7 @@ fn loans_quarterly_end_to_end_on_the_stand_ins() {
     assert!(error.contains("Access denied for user 'loans'"), "{error}");
     assert!(!error.contains("wrong-password"), "the password is masked: {error}");
     assert_eq!(tasks["mysql_origination"].1, 1, "access denied is final: no retry was spent");
+    assert!(run.stdout.contains("alerts: 1 sent\n"), "{}", run.stdout);
     let mails = p.smtp.messages();
     assert_eq!(mails.len(), 1, "one alert email for the failed run: {mails:#?}");
     assert_eq!(mails[0].rcpt_tos, ["loans-data@example.com"]);
