@@ -995,7 +995,7 @@ impl<'f> Checker<'f> {
                     Some(_) if draft.with.is_none() && draft.node.get("with").is_some() => {}
                     Some(operator) => {
                         if let Err(e) = operator.validate(&with_json) {
-                            self.operator_error(draft, name, e);
+                            self.operator_error(draft, name, &operator.docs(), e);
                         }
                     }
                 }
@@ -1040,7 +1040,7 @@ impl<'f> Checker<'f> {
     }
 
     /// Turns serde's wording into ours and points at the exact key or value under `with:`.
-    fn operator_error(&mut self, draft: &TaskDraft<'_>, operator: &str, error: crate::operator::ConfigError) {
+    fn operator_error(&mut self, draft: &TaskDraft<'_>, operator: &str, docs: &str, error: crate::operator::ConfigError) {
         let with_node = draft.with;
         let unknown = error.message.starts_with("unknown field `");
         let target = with_node.map_or(draft.node, |w| if unknown { locate_key(w, &error.path) } else { w.locate(&error.path) });
@@ -1065,7 +1065,7 @@ impl<'f> Checker<'f> {
             self.error(
                 target.pos,
                 format!("operator \"{operator}\": missing required key \"{field}\" in {path}"),
-                Some(&format!("see docs/operators/{operator}.md for its settings")),
+                Some(&format!("see {docs} for its settings")),
             );
         } else if let Some((_, expected)) = message.strip_prefix("invalid type: ").and_then(|m| m.rsplit_once(", expected ")) {
             self.error(
@@ -1074,14 +1074,14 @@ impl<'f> Checker<'f> {
                 Some(&if target.as_map().is_some() {
                     "a value that starts with { is a YAML mapping: put quotes around templates, e.g. \"{{ ds }}\"".to_string()
                 } else {
-                    format!("see docs/operators/{operator}.md for its settings")
+                    format!("see {docs} for its settings")
                 }),
             );
         } else {
             self.error(
                 target.pos,
                 format!("operator \"{operator}\": {path}: {message}"),
-                Some(&format!("see docs/operators/{operator}.md for its settings")),
+                Some(&format!("see {docs} for its settings")),
             );
         }
     }

@@ -323,6 +323,10 @@ impl ConfigError {
 pub trait Operator: Send + Sync + 'static {
     /// The name DAG files use in `operator:`, e.g. `shell` or `s3.upload`.
     const NAME: &'static str;
+    /// The page that documents the operator's settings, named in compile errors' hints
+    /// [default: `docs/operators/<NAME>.md`]. A family documented on one page (`s3.upload` and
+    /// its siblings in `docs/operators/s3.md`) names that page.
+    const DOCS: &'static str = "";
     /// The operator's settings, deserialized from the task's `with:`. Use
     /// `#[serde(deny_unknown_fields)]` so typos are compile errors.
     type Config: DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static;
@@ -341,6 +345,8 @@ pub trait Operator: Send + Sync + 'static {
 pub trait DynOperator: Send + Sync {
     /// The operator's name.
     fn name(&self) -> &'static str;
+    /// The page that documents the operator, relative to the repository root.
+    fn docs(&self) -> String;
     /// Validates a task's `with:` at compile time.
     fn validate(&self, with: &Value) -> Result<(), ConfigError>;
     /// The JSON Schema of the operator's `with:`, with its definitions added to `generator`.
@@ -364,6 +370,14 @@ struct Adapter<O>(O);
 impl<O: Operator> DynOperator for Adapter<O> {
     fn name(&self) -> &'static str {
         O::NAME
+    }
+
+    fn docs(&self) -> String {
+        if O::DOCS.is_empty() {
+            format!("docs/operators/{}.md", O::NAME)
+        } else {
+            O::DOCS.to_string()
+        }
     }
 
     fn validate(&self, with: &Value) -> Result<(), ConfigError> {

@@ -27,3 +27,19 @@ pub fn registry() -> Registry {
     sql::register(&mut registry);
     registry
 }
+
+#[cfg(test)]
+mod tests {
+    /// Compile errors send users to an operator's page: every operator of this build has one.
+    #[test]
+    fn every_operator_has_its_documentation_page() {
+        let registry = super::registry();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for name in registry.names() {
+            let docs = registry.get(name).expect("registered").docs();
+            let page = root.join(&docs);
+            let text = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{name}: its page {docs} cannot be read: {e}"));
+            assert!(text.contains(name), "{name}: its page {docs} does not mention it");
+        }
+    }
+}

@@ -110,6 +110,7 @@ pub struct HttpDownload;
 #[async_trait]
 impl Operator for HttpDownload {
     const NAME: &'static str = "http.download";
+    const DOCS: &'static str = "docs/operators/http.md";
     type Config = DownloadConfig;
 
     fn check(config: &DownloadConfig) -> Result<(), ConfigError> {

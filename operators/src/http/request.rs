@@ -81,6 +81,7 @@ pub struct HttpRequest;
 #[async_trait]
 impl Operator for HttpRequest {
     const NAME: &'static str = "http.request";
+    const DOCS: &'static str = "docs/operators/http.md";
     type Config = RequestConfig;
 
     fn check(config: &RequestConfig) -> Result<(), ConfigError> {
