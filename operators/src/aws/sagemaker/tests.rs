@@ -258,7 +258,9 @@ async fn a_job_is_created_recorded_first_and_waited_for_until_it_completes() {
     assert_eq!(spec.training_image(), Some(IMAGE));
     assert_eq!(spec.training_input_mode(), Some(&TrainingInputMode::File));
     assert_eq!(sent.role_arn(), Some(ROLE));
-    let channels: Vec<(&str, &str, Option<&str>, Option<&S3DataDistribution>, Option<&S3DataType>)> = sent
+    /// A channel as (name, URI, content type, distribution, data type).
+    type ChannelFacts<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a S3DataDistribution>, Option<&'a S3DataType>);
+    let channels: Vec<ChannelFacts> = sent
         .input_data_config()
         .iter()
         .map(|c| {

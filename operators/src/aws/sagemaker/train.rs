@@ -255,7 +255,9 @@ impl Job<'_> {
         let send = self.config.request().apply(self.client.create_training_job(), name).send();
         let reply = tokio::select! {
             reply = send => reply,
-            _ = self.ctx.cancel.cancelled() => return Err(TaskError::cancelled()),
+            // The request may have reached SageMaker: stop the job under the recorded name (or,
+            // when flowctl is stopping, leave the record for the next start to find it).
+            _ = self.ctx.cancel.cancelled() => return Err(self.stop(name).await),
         };
         match reply {
             Ok(out) => {
