@@ -56,7 +56,9 @@ impl LogWriter {
                             if let Some(parent) = path.parent() {
                                 let _ = std::fs::create_dir_all(parent);
                             }
-                            match File::create(&path) {
+                            // Appended to, never truncated: an attempt that reattaches after a
+                            // restart keeps the lines its first process wrote (the job it submitted).
+                            match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
                                 Ok(f) => {
                                     files.insert(id, f);
                                 }
