@@ -19,6 +19,7 @@ use super::target::{self, default_connection, Target};
 /// The settings of a `redshift.copy` task.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "RedshiftCopyConfig")]
 pub struct CopyConfig {
     /// The AWS connection to call the Data API with [default: aws_default].
     #[serde(default = "default_connection")]

@@ -24,6 +24,7 @@ const MAX_STATEMENT_NAME: usize = 500;
 /// The SQL of a `redshift.sql` task.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "RedshiftSql")]
 pub enum SqlText {
     /// One statement (ExecuteStatement).
     One(String),
@@ -34,6 +35,7 @@ pub enum SqlText {
 /// A parameter's value; the Data API passes every value as text and Redshift casts it.
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "RedshiftParameterValue")]
 pub enum Scalar {
     /// Text.
     Text(String),
@@ -60,6 +62,7 @@ impl Scalar {
 /// The settings of a `redshift.sql` task.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "RedshiftSqlConfig")]
 pub struct SqlConfig {
     /// The AWS connection to call the Data API with [default: aws_default].
     #[serde(default = "default_connection")]

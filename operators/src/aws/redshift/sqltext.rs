@@ -55,6 +55,7 @@ pub fn iam_role(role: &str) -> String {
 /// The file format of a `COPY`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "RedshiftCopyFormat")]
 pub enum CopyFormat {
     /// Comma-separated values (RFC 4180 quoting).
     #[default]
@@ -138,6 +139,7 @@ pub fn copy_sql(table: &str, columns: &[String], options: &CopyOptions) -> Strin
 /// How a `COPY` lands in its table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "RedshiftCopyMode")]
 pub enum CopyMode {
     /// Add the rows (one `COPY`).
     #[default]
@@ -196,6 +198,7 @@ pub fn copy_statements(table: &str, columns: &[String], key: &[String], mode: Co
 /// The file format of an `UNLOAD`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "RedshiftUnloadFormat")]
 pub enum UnloadFormat {
     /// Comma-separated values.
     #[default]

@@ -25,6 +25,7 @@ const MAX_RUNTIME_SECONDS: u32 = 28 * 24 * 3600;
 
 /// How training data reaches the container.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SageMakerInputMode")]
 pub enum InputMode {
     /// Copied to the instance's volume before training starts.
     #[default]
@@ -48,6 +49,7 @@ impl InputMode {
 /// The container that trains, and how it reads its data.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SageMakerAlgorithmSpecification")]
 pub struct AlgorithmSpecification {
     /// The training image's registry path, e.g. `<account>.dkr.ecr.<region>.amazonaws.com/xgboost:1.7-1`.
     /// Give this or `algorithm_name`.
@@ -71,6 +73,7 @@ pub struct AlgorithmSpecification {
 /// A metric read from the training log.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SageMakerMetricDefinition")]
 pub struct MetricDefinition {
     /// The metric's name, e.g. `validation:auc`.
     pub name: String,
@@ -80,6 +83,7 @@ pub struct MetricDefinition {
 
 /// What the S3 URI names.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SageMakerS3DataType")]
 pub enum S3DataType {
     /// Every object under the prefix.
     #[default]
@@ -92,6 +96,7 @@ pub enum S3DataType {
 
 /// How a channel's objects are spread over the instances.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SageMakerDistribution")]
 pub enum Distribution {
     /// Every instance gets every object.
     #[default]
@@ -102,6 +107,7 @@ pub enum Distribution {
 
 /// How a channel's objects are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "SageMakerCompression")]
 pub enum Compression {
     /// Not compressed.
     None,
@@ -112,6 +118,7 @@ pub enum Compression {
 /// One input channel, read from S3.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SageMakerChannel")]
 pub struct Channel {
     /// The channel's name, which the algorithm knows it by (`train`, `validation`...).
     pub channel_name: String,
@@ -134,6 +141,7 @@ pub struct Channel {
 /// Where the model goes.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SageMakerOutputDataConfig")]
 pub struct OutputDataConfig {
     /// The `s3://` prefix the model artifacts are written under (`<path>/<job>/output/model.tar.gz`).
     pub s3_output_path: String,
@@ -144,6 +152,7 @@ pub struct OutputDataConfig {
 /// The instances that train.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SageMakerResourceConfig")]
 pub struct ResourceConfig {
     /// The instance type, e.g. `ml.m5.xlarge`.
     pub instance_type: String,
@@ -168,6 +177,7 @@ fn thirty() -> u32 {
 /// When SageMaker itself stops the job.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SageMakerStoppingCondition")]
 pub struct StoppingCondition {
     /// The longest the job may train, in seconds (SageMaker stops it then, and keeps the model).
     pub max_runtime_in_seconds: u32,
@@ -179,6 +189,7 @@ pub struct StoppingCondition {
 /// The VPC the instances run in.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SageMakerVpcConfig")]
 pub struct VpcConfig {
     /// Security group ids.
     pub security_group_ids: Vec<String>,
@@ -189,6 +200,7 @@ pub struct VpcConfig {
 /// Where checkpoints are kept (managed spot training resumes from them).
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SageMakerCheckpointConfig")]
 pub struct CheckpointConfig {
     /// The `s3://` prefix of the checkpoints.
     pub s3_uri: String,
@@ -199,6 +211,7 @@ pub struct CheckpointConfig {
 /// A hyperparameter's value; SageMaker passes every value as text.
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "SageMakerHyperparameterValue")]
 pub enum Scalar {
     /// Text.
     Text(String),

@@ -54,6 +54,7 @@ fn default_connection() -> String {
 /// The settings of a `sagemaker.train` task: the CreateTrainingJob request, and how to wait.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SageMakerTrainConfig")]
 pub struct TrainConfig {
     /// The AWS connection to call SageMaker with [default: aws_default].
     #[serde(default = "default_connection")]
