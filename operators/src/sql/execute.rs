@@ -57,6 +57,7 @@ pub struct SqlExecute;
 #[async_trait]
 impl Operator for SqlExecute {
     const NAME: &'static str = "sql.execute";
+    const DOCS: &'static str = "docs/operators/sql.md";
     type Config = ExecuteConfig;
 
     fn check(config: &ExecuteConfig) -> Result<(), ConfigError> {

@@ -85,6 +85,7 @@ pub struct SqlExport;
 #[async_trait]
 impl Operator for SqlExport {
     const NAME: &'static str = "sql.export";
+    const DOCS: &'static str = "docs/operators/sql.md";
     type Config = ExportConfig;
 
     fn check(config: &ExportConfig) -> Result<(), ConfigError> {

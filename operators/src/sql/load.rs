@@ -241,6 +241,7 @@ pub struct SqlLoad;
 #[async_trait]
 impl Operator for SqlLoad {
     const NAME: &'static str = "sql.load";
+    const DOCS: &'static str = "docs/operators/sql.md";
     type Config = LoadConfig;
 
     fn check(config: &LoadConfig) -> Result<(), ConfigError> {
