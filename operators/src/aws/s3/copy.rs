@@ -51,6 +51,7 @@ pub struct Copy;
 #[async_trait]
 impl Operator for Copy {
     const NAME: &'static str = "s3.copy";
+    const DOCS: &'static str = "docs/operators/s3.md";
     type Config = CopyConfig;
 
     fn check(config: &CopyConfig) -> Result<(), ConfigError> {

@@ -38,6 +38,7 @@ pub struct DeleteObjects;
 #[async_trait]
 impl Operator for DeleteObjects {
     const NAME: &'static str = "s3.delete";
+    const DOCS: &'static str = "docs/operators/s3.md";
     type Config = DeleteConfig;
 
     fn check(config: &DeleteConfig) -> Result<(), ConfigError> {

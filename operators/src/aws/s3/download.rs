@@ -49,6 +49,7 @@ pub struct Download;
 #[async_trait]
 impl Operator for Download {
     const NAME: &'static str = "s3.download";
+    const DOCS: &'static str = "docs/operators/s3.md";
     type Config = DownloadConfig;
 
     fn check(config: &DownloadConfig) -> Result<(), ConfigError> {

@@ -36,6 +36,7 @@ pub struct List;
 #[async_trait]
 impl Operator for List {
     const NAME: &'static str = "s3.list";
+    const DOCS: &'static str = "docs/operators/s3.md";
     type Config = ListConfig;
 
     fn check(config: &ListConfig) -> Result<(), ConfigError> {

@@ -59,6 +59,7 @@ pub struct Upload;
 #[async_trait]
 impl Operator for Upload {
     const NAME: &'static str = "s3.upload";
+    const DOCS: &'static str = "docs/operators/s3.md";
     type Config = UploadConfig;
 
     fn check(config: &UploadConfig) -> Result<(), ConfigError> {

@@ -57,6 +57,7 @@ pub struct Wait;
 #[async_trait]
 impl Operator for Wait {
     const NAME: &'static str = "s3.wait";
+    const DOCS: &'static str = "docs/operators/s3.md";
     type Config = WaitConfig;
 
     fn check(config: &WaitConfig) -> Result<(), ConfigError> {
