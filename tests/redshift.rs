@@ -1,18 +1,24 @@
-//! End-to-end tests of the Redshift operators through the real `flowctl` binary, for what needs
-//! no Redshift: compile-time checks with their lines, and a run whose templates render into the
-//! COPY it logs before the Data API is reached.
+//! End-to-end tests of the Redshift operators through the real `flowctl` binary.
 //!
-//! No local Redshift Data API can be read by the Rust SDK (moto's replies carry ISO-8601
-//! timestamps where the SDK expects epoch numbers, and moto has no BatchExecuteStatement), so
-//! the statements' lifecycle (submit, record, poll, fail, reattach, cancel) and the exact SQL of
-//! every mode are tested against scripted replies in operators/src/aws/redshift/tests.rs.
+//! moto_server's own Redshift Data replies cannot be read by the Rust SDK (ISO-8601 timestamps
+//! where it expects epoch numbers) and it has no BatchExecuteStatement, so these tests run against
+//! the patched moto of `scripts/standins/moto_local.py` (`util::standins::MotoLocal`): it answers
+//! with epoch times, runs batches, reports a statement STARTED at its first DescribeStatement and
+//! FINISHED from the second on, aborts it on CancelStatement, and records every request, which is
+//! how the tests check what flowctl sent. No SQL runs there; the statements' failures, throttling
+//! and result rows are tested against scripted replies in operators/src/aws/redshift/tests.rs.
+//!
+//! Nothing sleeps: the tests wait for attempt-log lines through inotify, and for runs through the
+//! server's `/api/wait`.
 
 mod util;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
-use util::{Cmd, TempHome};
+use serde_json::{json, Value};
+use util::standins::MotoLocal;
+use util::{Cmd, Server, TempHome};
 
 /// The secret access key of the test connection: it must never appear in a log or status.
 const CANARY: &str = "canary-redshift-secret-5c03aa";
@@ -135,4 +141,196 @@ fn mistakes_fail_validation_at_their_line() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A home whose `warehouse` connection points at the patched moto.
+fn setup_on(moto: &MotoLocal) -> (TempHome, Cmd) {
+    let (home, cmd) = util::setup_with_scratch();
+    let connection = json!({
+        "type": "aws",
+        "region": "us-east-1",
+        "endpoint_url": moto.endpoint,
+        "access_key_id_env": "RS_TEST_KEY_ID",
+        "secret_access_key_env": "RS_TEST_SECRET",
+    });
+    let cmd = cmd
+        .env("RS_TEST_KEY_ID", "AKIAFLOWCTLREDSHIFT1")
+        .env("RS_TEST_SECRET", CANARY)
+        .env("FLOWCTL_CONN_WAREHOUSE", &connection.to_string())
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    (home, cmd)
+}
+
+fn log_path(home: &TempHome, dag: &str, task: &str) -> PathBuf {
+    home.path().join("logs").join(dag).join(RUN_ID).join(task).join("1.log")
+}
+
+/// Waits until an attempt log has a line containing `needle`, and returns that line (the file is
+/// read again after each change to its folder).
+#[track_caller]
+fn wait_for_line(path: &PathBuf, needle: &str) -> String {
+    use notify::Watcher;
+    let folder = path.parent().expect("folder");
+    std::fs::create_dir_all(folder).expect("log folder");
+    let (tx, changes) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+        let _ = tx.send(());
+    })
+    .expect("inotify watcher");
+    watcher.watch(folder, notify::RecursiveMode::NonRecursive).expect("watch the log folder");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        while changes.try_recv().is_ok() {}
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_string();
+        }
+        if changes.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).is_err() {
+            panic!("waited 120s for {needle:?} in {}:\n{text}", path.display());
+        }
+    }
+}
+
+/// The statement id at the end of a `submitted statement <id> ...` line.
+fn statement_id(line: &str) -> String {
+    let start = line.find("submitted statement ").expect("a submitted line") + "submitted statement ".len();
+    line[start..].chars().take_while(|c| c.is_ascii_hexdigit() || *c == '-').collect()
+}
+
+fn task_of(cmd: &Cmd, dag: &str, task: &str) -> Value {
+    let status = cmd.json(["status", dag, RUN_ID, "--output", "json"]);
+    status["tasks"].as_array().and_then(|t| t.iter().find(|t| t["task_id"] == task)).cloned().unwrap_or_else(|| panic!("no {task} in {status:#}"))
+}
+
+#[test]
+fn a_replace_load_is_one_batch_and_a_restarted_server_reattaches_without_submitting_it_again() {
+    let (scratch, _) = util::setup_with_scratch();
+    let moto = MotoLocal::start(&scratch.scratch().join("moto"));
+    let (home, cmd) = setup_on(&moto);
+    let dag = home.write(
+        "rs_restart.yaml",
+        r#"dag: rs_restart
+tasks:
+  - id: load
+    operator: redshift.copy
+    with:
+      connection: warehouse
+      cluster_identifier: analytics
+      database: dev
+      db_user: etl
+      table: stage.loans
+      from: "s3://loans-lake/exports/{{ ds }}/"
+      iam_role: arn:aws:iam::123456789012:role/redshift-loader
+      format: parquet
+      mode: replace
+      poll_interval: 1h
+"#,
+    );
+    cmd.run(["apply".as_ref(), dag.as_os_str()]).expect_code(0);
+    let log = log_path(&home, "rs_restart", "load");
+
+    let server = Server::start(&cmd, &[]);
+    cmd.run(["trigger", "rs_restart", "--date", "2024-03-01"]).expect_code(0);
+    // The line comes after the record is durable; the first poll finds the statement STARTED, and
+    // the next one is an hour away.
+    let id = statement_id(&wait_for_line(&log, " | submitted statement "));
+    wait_for_line(&log, &format!(" | statement {id} is STARTED"));
+    assert_eq!(
+        task_of(&cmd, "rs_restart", "load")["external_job"],
+        json!({"kind": "redshift_statement", "id": id, "detail": {"target": "cluster analytics, database dev"}}),
+        "status shows the recorded statement"
+    );
+
+    // kill -9 in the middle of the wait, and start again: the attempt polls the same statement.
+    server.kill();
+    let server = Server::start(&cmd, &[]);
+    let reattached = wait_for_line(&log, " | reattaching to statement ");
+    assert!(
+        reattached.ends_with(&format!(" | reattaching to statement {id}, submitted by an earlier attempt (the SQL is not submitted again)")),
+        "{reattached}"
+    );
+    assert_eq!(server.wait_for_run("rs_restart", RUN_ID), "success");
+
+    let batches = moto.requests_to("RedshiftData.BatchExecuteStatement");
+    assert_eq!(batches.len(), 1, "the load was submitted exactly once: {batches:#?}");
+    assert_eq!(
+        batches[0]["json"]["Sqls"],
+        json!([
+            "BEGIN",
+            "DELETE FROM \"stage\".\"loans\"",
+            "COPY \"stage\".\"loans\" FROM 's3://loans-lake/exports/2024-03-01/' IAM_ROLE 'arn:aws:iam::123456789012:role/redshift-loader' FORMAT AS PARQUET",
+            "COMMIT",
+        ])
+    );
+    assert_eq!(batches[0]["json"]["ClusterIdentifier"], "analytics");
+    assert_eq!(batches[0]["json"]["Database"], "dev");
+    assert_eq!(batches[0]["json"]["DbUser"], "etl");
+    assert_eq!(batches[0]["json"]["StatementName"], "flowctl/rs_restart/load");
+    assert!(moto.requests_to("RedshiftData.ExecuteStatement").is_empty());
+    let describes = moto.requests_to("RedshiftData.DescribeStatement");
+    assert!(describes.len() >= 2 && describes.iter().all(|d| d["json"]["Id"] == id.as_str()), "{describes:#?}");
+
+    let load = task_of(&cmd, "rs_restart", "load");
+    assert_eq!(load["try_number"], 1, "the restart went on with the same attempt: {load:#}");
+    assert_eq!(load["outputs"]["statement_id"], id.as_str());
+    assert_eq!(load["outputs"]["rows_loaded"], 0, "{load:#}");
+    assert!(load["external_job"].is_null(), "{load:#}");
+    let text = std::fs::read_to_string(&log).expect("the log");
+    assert!(text.contains(&format!(" | statement {id} FINISHED")), "{text}");
+    assert!(!text.contains(CANARY));
+    server.stop().expect_code(0);
+}
+
+#[test]
+fn cancelling_the_run_cancels_the_statement_at_redshift() {
+    let (scratch, _) = util::setup_with_scratch();
+    let moto = MotoLocal::start(&scratch.scratch().join("moto"));
+    let (home, cmd) = setup_on(&moto);
+    let dag = home.write(
+        "rs_cancel.yaml",
+        r#"dag: rs_cancel
+tasks:
+  - id: refresh
+    operator: redshift.sql
+    with:
+      connection: warehouse
+      workgroup_name: analytics-wg
+      database: dev
+      sql: "DELETE FROM daily WHERE day = :day"
+      parameters: {day: "{{ ds }}"}
+      poll_interval: 1h
+"#,
+    );
+    cmd.run(["apply".as_ref(), dag.as_os_str()]).expect_code(0);
+    let log = log_path(&home, "rs_cancel", "refresh");
+    let server = Server::start(&cmd, &[]);
+    cmd.run(["trigger", "rs_cancel", "--date", "2024-03-01"]).expect_code(0);
+    let id = statement_id(&wait_for_line(&log, " | submitted statement "));
+    wait_for_line(&log, &format!(" | statement {id} is STARTED"));
+
+    cmd.run(["cancel", "rs_cancel", RUN_ID]).expect_code(1);
+    assert_eq!(server.wait_for_run("rs_cancel", RUN_ID), "failed");
+
+    let cancelled = wait_for_line(&log, " | cancelled statement ");
+    assert!(cancelled.ends_with(&format!(" | cancelled statement {id} at Redshift (CancelStatement)")), "{cancelled}");
+    let cancels = moto.requests_to("RedshiftData.CancelStatement");
+    assert_eq!(cancels.len(), 1, "{cancels:#?}");
+    assert_eq!(cancels[0]["json"]["Id"], id.as_str());
+    let executes = moto.requests_to("RedshiftData.ExecuteStatement");
+    assert_eq!(executes.len(), 1);
+    assert_eq!(
+        executes[0]["json"],
+        json!({
+            "Sql": "DELETE FROM daily WHERE day = :day",
+            "WorkgroupName": "analytics-wg",
+            "Database": "dev",
+            "Parameters": [{"name": "day", "value": "2024-03-01"}],
+            "StatementName": "flowctl/rs_cancel/refresh",
+            "ClientToken": executes[0]["json"]["ClientToken"],
+        })
+    );
+    let refresh = task_of(&cmd, "rs_cancel", "refresh");
+    assert_eq!(refresh["state"], "failed", "{refresh:#}");
+    assert!(refresh["external_job"].is_null(), "{refresh:#}");
+    server.stop().expect_code(0);
 }
