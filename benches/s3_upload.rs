@@ -9,7 +9,6 @@
 //! round of the shared moto_server does not decide the comparison.
 
 #[path = "../tests/util/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod util;
 
 use std::path::Path;

@@ -376,10 +376,8 @@ fn an_unreachable_endpoint_is_retryable_and_named() {
     let connection = serde_json::json!({"type": "aws", "region": "us-east-1", "endpoint_url": endpoint, "force_path_style": true,
         "access_key_id_env": "S3_TEST_KEY_ID", "secret_access_key_env": "S3_TEST_SECRET"});
     let cmd = cmd.env("FLOWCTL_CONN_NOWHERE", &connection.to_string());
-    let text = format!(
-        "dag: s3_nowhere\ntasks:\n  - id: list\n    operator: s3.list\n    with:\n      source: s3://lake/in/\n      connection: nowhere\n"
-    );
-    let file = home.write("nowhere.yaml", &text);
+    let text = "dag: s3_nowhere\ntasks:\n  - id: list\n    operator: s3.list\n    with:\n      source: s3://lake/in/\n      connection: nowhere\n";
+    let file = home.write("nowhere.yaml", text);
     run(&cmd, &file).expect_code(1);
     let list = task(&cmd, "s3_nowhere", "list");
     let error = list["error"].as_str().expect("error");

@@ -79,10 +79,13 @@ async fn run(config: DownloadConfig, ctx: TaskContext) -> Result<Outcome, TaskEr
     let conn = aws_connection(&ctx, &config.connection)?;
     let s3 = S3::connect(&conn).await?;
     let objects = resolve(&s3, &source).await?;
-    let base = match () {
-        _ if source.is_glob() => Glob::new(&source.key).map_err(|e| TaskError::fatal(format!("source: {e}")))?.base().to_string(),
-        _ if source.is_prefix() => source.key.clone(),
-        _ => source.key.rsplit_once('/').map(|(dir, _)| format!("{dir}/")).unwrap_or_default(),
+    // The part of the keys that the local paths leave out.
+    let base = if source.is_glob() {
+        Glob::new(&source.key).map_err(|e| TaskError::fatal(format!("source: {e}")))?.base().to_string()
+    } else if source.is_prefix() {
+        source.key.clone()
+    } else {
+        source.key.rsplit_once('/').map(|(dir, _)| format!("{dir}/")).unwrap_or_default()
     };
     let mut items = Vec::with_capacity(objects.len());
     for object in objects {
@@ -214,4 +217,29 @@ async fn unchanged(s3: &S3, url: &S3Url, path: &Path, object: &ObjectInfo) -> Re
         0
     };
     Ok(local_etag_like(path, object.size, &object.etag, part_size).await?.is_some_and(|etag| etag == object.etag))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowctl_engine::Registry;
+    use serde_json::json;
+
+    fn validate(with: Value) -> Result<(), ConfigError> {
+        let mut registry = Registry::new();
+        registry.register(Download);
+        registry.get("s3.download").unwrap().validate(&with)
+    }
+
+    #[test]
+    fn config_errors_name_the_setting() {
+        assert!(validate(json!({"source": "s3://bkt/in/**/*.csv", "destination": "/data/in", "overwrite": "if_changed"})).is_ok());
+        assert!(validate(json!({"source": "s3://bkt/in/{{ ds }}/", "destination": "/data/{{ ds }}"})).is_ok());
+        let err = validate(json!({"source": "/data/a.csv", "destination": "/data/in"})).unwrap_err();
+        assert_eq!((err.path.as_str(), err.message.as_str()), ("source", "\"/data/a.csv\" is not an s3:// URL; write it as s3://bucket/key"));
+        let err = validate(json!({"source": "s3://bkt/a.csv", "destination": "s3://bkt/b/"})).unwrap_err();
+        assert_eq!((err.path.as_str(), err.message.as_str()), ("destination", "\"s3://bkt/b/\" is a URL; this setting takes a local path"));
+        let err = validate(json!({"source": "s3://bkt/a.csv", "destination": "x", "concurrency": 65})).unwrap_err();
+        assert_eq!((err.path.as_str(), err.message.as_str()), ("concurrency", "65 is more than the 64 requests a task may keep in flight"));
+    }
 }

@@ -99,3 +99,40 @@ pub(crate) fn listing_outputs(bucket: &str, objects: &[ObjectInfo]) -> Outputs {
     outputs.insert("total_bytes".into(), json!(objects.iter().map(|o| o.size).sum::<u64>()));
     outputs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowctl_engine::Registry;
+
+    fn validate(with: Value) -> Result<(), ConfigError> {
+        let mut registry = Registry::new();
+        registry.register(List);
+        registry.get("s3.list").unwrap().validate(&with)
+    }
+
+    #[test]
+    fn config_errors_name_the_setting() {
+        assert!(validate(json!({"source": "s3://bkt/in/2024-", "min_size": "1KiB", "max_keys": 50})).is_ok());
+        let err = validate(json!({"source": "s3://bkt/in/", "max_keys": 0})).unwrap_err();
+        assert_eq!((err.path.as_str(), err.message.as_str()), ("max_keys", "must be at least 1"));
+        let err = validate(json!({"source": "s3://bkt/in/", "min_size": "big"})).unwrap_err();
+        assert_eq!(err.path, "min_size");
+        let err = validate(json!({"source": "s3://b/in/"})).unwrap_err();
+        assert_eq!((err.path.as_str(), err.message.as_str()), ("source", "\"s3://b/in/\": bucket \"b\" must be 3 to 63 characters long"));
+    }
+
+    #[test]
+    fn outputs_keep_keys_and_sizes_aligned() {
+        let objects = [
+            ObjectInfo { key: "in/a.csv".into(), size: 5, etag: String::new() },
+            ObjectInfo { key: "in/b.csv".into(), size: 7, etag: String::new() },
+        ];
+        let outputs = listing_outputs("bkt", &objects);
+        assert_eq!(outputs["keys"], json!(["in/a.csv", "in/b.csv"]));
+        assert_eq!(outputs["sizes"], json!([5, 7]));
+        assert_eq!(outputs["uris"], json!(["s3://bkt/in/a.csv", "s3://bkt/in/b.csv"]));
+        assert_eq!(outputs["count"], 2);
+        assert_eq!(outputs["total_bytes"], 12);
+    }
+}
