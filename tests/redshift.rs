@@ -143,6 +143,24 @@ fn mistakes_fail_validation_at_their_line() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// The patched moto of this test binary, started by the first test that asks for it. It is never
+/// dropped: it stops when the test binary exits (its guard's stdin closes). Tests tell their
+/// requests apart by statement name and id.
+fn moto() -> &'static MotoLocal {
+    static MOTO: std::sync::OnceLock<(TempHome, MotoLocal)> = std::sync::OnceLock::new();
+    let (_, moto) = MOTO.get_or_init(|| {
+        let (home, _) = util::setup_with_scratch();
+        let moto = MotoLocal::start(&home.scratch().join("moto"));
+        (home, moto)
+    });
+    moto
+}
+
+/// The recorded requests of `target` whose JSON field `field` is `value`.
+fn requests(target: &str, field: &str, value: &str) -> Vec<Value> {
+    moto().requests_to(target).into_iter().filter(|r| r["json"][field] == value).collect()
+}
+
 /// A home whose `warehouse` connection points at the patched moto.
 fn setup_on(moto: &MotoLocal) -> (TempHome, Cmd) {
     let (home, cmd) = util::setup_with_scratch();
@@ -204,9 +222,7 @@ fn task_of(cmd: &Cmd, dag: &str, task: &str) -> Value {
 
 #[test]
 fn a_replace_load_is_one_batch_and_a_restarted_server_reattaches_without_submitting_it_again() {
-    let (scratch, _) = util::setup_with_scratch();
-    let moto = MotoLocal::start(&scratch.scratch().join("moto"));
-    let (home, cmd) = setup_on(&moto);
+    let (home, cmd) = setup_on(moto());
     let dag = home.write(
         "rs_restart.yaml",
         r#"dag: rs_restart
@@ -251,7 +267,8 @@ tasks:
     );
     assert_eq!(server.wait_for_run("rs_restart", RUN_ID), "success");
 
-    let batches = moto.requests_to("RedshiftData.BatchExecuteStatement");
+    let name = "flowctl/rs_restart/load";
+    let batches = requests("RedshiftData.BatchExecuteStatement", "StatementName", name);
     assert_eq!(batches.len(), 1, "the load was submitted exactly once: {batches:#?}");
     assert_eq!(
         batches[0]["json"]["Sqls"],
@@ -265,10 +282,9 @@ tasks:
     assert_eq!(batches[0]["json"]["ClusterIdentifier"], "analytics");
     assert_eq!(batches[0]["json"]["Database"], "dev");
     assert_eq!(batches[0]["json"]["DbUser"], "etl");
-    assert_eq!(batches[0]["json"]["StatementName"], "flowctl/rs_restart/load");
-    assert!(moto.requests_to("RedshiftData.ExecuteStatement").is_empty());
-    let describes = moto.requests_to("RedshiftData.DescribeStatement");
-    assert!(describes.len() >= 2 && describes.iter().all(|d| d["json"]["Id"] == id.as_str()), "{describes:#?}");
+    assert!(requests("RedshiftData.ExecuteStatement", "StatementName", name).is_empty());
+    let describes = requests("RedshiftData.DescribeStatement", "Id", &id);
+    assert!(describes.len() >= 2, "polled before and after the restart: {describes:#?}");
 
     let load = task_of(&cmd, "rs_restart", "load");
     assert_eq!(load["try_number"], 1, "the restart went on with the same attempt: {load:#}");
@@ -283,9 +299,7 @@ tasks:
 
 #[test]
 fn cancelling_the_run_cancels_the_statement_at_redshift() {
-    let (scratch, _) = util::setup_with_scratch();
-    let moto = MotoLocal::start(&scratch.scratch().join("moto"));
-    let (home, cmd) = setup_on(&moto);
+    let (home, cmd) = setup_on(moto());
     let dag = home.write(
         "rs_cancel.yaml",
         r#"dag: rs_cancel
@@ -313,10 +327,9 @@ tasks:
 
     let cancelled = wait_for_line(&log, " | cancelled statement ");
     assert!(cancelled.ends_with(&format!(" | cancelled statement {id} at Redshift (CancelStatement)")), "{cancelled}");
-    let cancels = moto.requests_to("RedshiftData.CancelStatement");
+    let cancels = requests("RedshiftData.CancelStatement", "Id", &id);
     assert_eq!(cancels.len(), 1, "{cancels:#?}");
-    assert_eq!(cancels[0]["json"]["Id"], id.as_str());
-    let executes = moto.requests_to("RedshiftData.ExecuteStatement");
+    let executes = requests("RedshiftData.ExecuteStatement", "StatementName", "flowctl/rs_cancel/refresh");
     assert_eq!(executes.len(), 1);
     assert_eq!(
         executes[0]["json"],
