@@ -285,9 +285,9 @@ fn main() -> ExitCode {
             commands::dispatch(home, &request, false, &registry)
         }
         Command::Logs { dag, run, task, attempt, follow } => commands::logs(home, &dag, &run, &task, attempt, follow),
-        Command::Alert { command: AlertCommand::Test { to } } => commands::alert_test(home, cli.config.as_deref(), to.as_deref()),
+        Command::Alert { command: AlertCommand::Test { to } } => commands::alert_test(home, cli.config.as_deref(), to.as_deref(), &registry),
         Command::Connections { command: ConnectionsCommand::List { output } } => {
-            commands::connections_list(home, cli.config.as_deref(), output.into())
+            commands::connections_list(home, cli.config.as_deref(), output.into(), &registry)
         }
         Command::Connections { command: ConnectionsCommand::Test { name } } => {
             commands::connections_test(home, cli.config.as_deref(), &name, &registry)

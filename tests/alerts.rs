@@ -813,7 +813,7 @@ fn config_examples_in_the_docs_are_valid_config_files() {
                 continue;
             }
             let yaml = block.join("\n");
-            let parsed = flowctl_engine::config::Config::parse(&dir.path().join("config.yaml"), &yaml);
+            let parsed = flowctl_engine::config::Config::parse(&dir.path().join("config.yaml"), &yaml, &flowctl_operators::registry().aws_services());
             assert!(parsed.is_ok(), "{doc}: a config example does not read: {}\n{yaml}", parsed.unwrap_err());
             checked += 1;
         }

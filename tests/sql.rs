@@ -567,7 +567,7 @@ fn a_canary_password_never_appears_in_logs_status_or_the_store() {
 
 fn test_connection(kind: &str, uri: &str) -> Result<String, String> {
     use flowctl_engine::connections::Connections;
-    let connections = Connections::resolve(&Default::default(), None, [("FLOWCTL_CONN_DB".to_string(), uri.to_string())]);
+    let connections = Connections::resolve(&Default::default(), None, [("FLOWCTL_CONN_DB".to_string(), uri.to_string())], &[]);
     let connection = connections.get("db").expect("connection db");
     let tester = flowctl_operators::registry().tester(kind).unwrap_or_else(|| panic!("no {kind} tester"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

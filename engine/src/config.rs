@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use lettre::message::Mailbox;
 use serde::{Deserialize, Deserializer};
 
+use crate::connections::{ConnectionSpec, Connections, Services};
 use crate::diagnostic::suggestion;
 
 /// The config file's name inside the home.
@@ -36,13 +37,17 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// `connections:`: named AWS and SQL connections tasks refer to with `connection:`.
     #[serde(default)]
-    pub connections: std::collections::BTreeMap<String, crate::connections::ConnectionSpec>,
+    pub connections: std::collections::BTreeMap<String, ConnectionSpec>,
     /// The file this config was looked for in; messages name it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
     /// Whether that file existed.
     #[serde(skip)]
     pub found: bool,
+    /// The services an `aws` connection's `endpoints:` may name (what the operators declared),
+    /// kept for the connections defined in the environment.
+    #[serde(skip)]
+    pub services: Vec<String>,
 }
 
 /// How the connection to the SMTP server is protected.
@@ -219,13 +224,14 @@ impl Config {
     }
 
     /// Reads the config file. A missing `<home>/config.yaml` is an empty config; a file named
-    /// with `--config` must exist.
-    pub fn load(home: &Path, flag: Option<&Path>) -> Result<Config, ConfigError> {
+    /// with `--config` must exist. `services` are the names an `aws` connection's `endpoints:`
+    /// may hold ([`crate::operator::Registry::aws_services`]).
+    pub fn load(home: &Path, flag: Option<&Path>, services: Services<'_>) -> Result<Config, ConfigError> {
         let path = Config::path(home, flag);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && flag.is_none() => {
-                return Ok(Config { source: Some(path), ..Config::default() })
+                return Ok(Config { source: Some(path), services: services.iter().map(|s| s.to_string()).collect(), ..Config::default() })
             }
             Err(source) => {
                 let hint = if flag.is_some() {
@@ -236,12 +242,19 @@ impl Config {
                 return Err(ConfigError::Read { path, source, hint });
             }
         };
-        Config::parse(&path, &text)
+        Config::parse(&path, &text, services)
+    }
+
+    /// The connections of this config's `connections:` and of this process's `FLOWCTL_CONN_*`
+    /// variables, whose secrets are read from the environment now.
+    pub fn connections(&self) -> Connections {
+        let services: Vec<&str> = self.services.iter().map(String::as_str).collect();
+        Connections::resolve(&self.connections, self.source.as_ref().map(|p| p.display().to_string()), std::env::vars(), &services)
     }
 
     /// Parses the text of a config file read from `path` (used for messages and for relative
     /// paths in it).
-    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    pub fn parse(path: &Path, text: &str, services: Services<'_>) -> Result<Config, ConfigError> {
         // A file of only comments (or nothing) is an empty config.
         let empty = text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---");
         let mut config = if empty {
@@ -251,8 +264,9 @@ impl Config {
         };
         config.source = Some(path.to_path_buf());
         config.found = true;
+        config.services = services.iter().map(|s| s.to_string()).collect();
         let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
-        crate::connections::check_specs(&config.connections).map_err(|m| invalid(format!("{m} (see docs/connections.md)")))?;
+        crate::connections::check_specs(&config.connections, services).map_err(|m| invalid(format!("{m} (see docs/connections.md)")))?;
         if let Some(smtp) = &mut config.smtp {
             if smtp.host.trim().is_empty() {
                 return Err(invalid("smtp.host is empty; set it to the SMTP server's host name".into()));
@@ -352,7 +366,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, String> {
-        Config::parse(Path::new("/h/config.yaml"), text).map_err(|e| e.to_string())
+        Config::parse(Path::new("/h/config.yaml"), text, &[]).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -417,9 +431,9 @@ mod tests {
     #[test]
     fn a_missing_default_file_is_fine_but_a_named_one_is_not() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(Config::load(dir.path(), None).unwrap().smtp.is_none());
+        assert!(Config::load(dir.path(), None, &[]).unwrap().smtp.is_none());
         let named = dir.path().join("other.yaml");
-        let err = Config::load(dir.path(), Some(&named)).unwrap_err().to_string();
+        let err = Config::load(dir.path(), Some(&named), &[]).unwrap_err().to_string();
         assert!(err.starts_with(&format!("cannot read config file {}", named.display())) && err.contains("--config"), "{err}");
     }
 }

@@ -33,8 +33,9 @@ pub const ENV_PREFIX: &str = "FLOWCTL_CONN_";
 /// Where connections are documented, for hints.
 const DOCS: &str = "docs/connections.md";
 
-/// The AWS services whose endpoint can be set on its own under `endpoints:`.
-pub const AWS_SERVICES: &[&str] = &["s3", "sts", "emr", "redshift_data", "sagemaker"];
+/// The services an `aws` connection's `endpoints:` may name are the ones the operators of this
+/// build declare ([`crate::operator::Registry::register_aws_service`]): the engine names none.
+pub type Services<'a> = &'a [&'a str];
 
 /// A connection as written in the config file or in a `FLOWCTL_CONN_*` variable's JSON.
 #[derive(Debug, Clone, Deserialize)]
@@ -63,7 +64,8 @@ pub struct AwsSpec {
     /// One endpoint for every service (a local stand-in such as moto_server, a VPC endpoint).
     #[serde(default)]
     pub endpoint_url: Option<String>,
-    /// An endpoint per service, over `endpoint_url`: keys s3, sts, emr, redshift_data, sagemaker.
+    /// An endpoint per service, over `endpoint_url`: the keys are the services the operators of
+    /// this build declare (`flowctl connections list` names them).
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
     /// The environment variable holding the access key id.
@@ -195,7 +197,7 @@ pub struct AwsConnection {
     pub profile: Option<String>,
     /// The endpoint of every service.
     pub endpoint_url: Option<String>,
-    /// Endpoints of single services, by the names of [`AWS_SERVICES`].
+    /// Endpoints of single services, by the names the operators declare.
     pub endpoints: BTreeMap<String, String>,
     /// Static keys, when the connection names their variables.
     pub keys: Option<AwsKeys>,
@@ -210,7 +212,7 @@ pub struct AwsConnection {
 }
 
 impl AwsConnection {
-    /// The endpoint for `service` (one of [`AWS_SERVICES`]): its own, else the global one.
+    /// The endpoint for `service` (a name an operator declared): its own, else the global one.
     pub fn endpoint_for(&self, service: &str) -> Option<&str> {
         self.endpoints.get(service).or(self.endpoint_url.as_ref()).map(String::as_str)
     }
@@ -327,17 +329,14 @@ pub struct Connections {
 pub struct ConnectionError(pub String);
 
 impl Connections {
-    /// The connections of the config file's section and of this process's `FLOWCTL_CONN_*`
-    /// variables, whose secrets are read from the environment now.
-    pub fn load(config: &crate::config::Config) -> Connections {
-        Connections::resolve(&config.connections, config.source.as_ref().map(|p| p.display().to_string()), std::env::vars())
-    }
-
-    /// [`Connections::load`] with the environment given, for tests.
+    /// The connections of a config file's section (`specs`, read from `config_path`) and of the
+    /// `FLOWCTL_CONN_*` variables of `env`, whose secrets are read from `env` now. `services` are
+    /// the names an `aws` connection's `endpoints:` may hold.
     pub fn resolve(
         specs: &BTreeMap<String, ConnectionSpec>,
         config_path: Option<String>,
         env: impl IntoIterator<Item = (String, String)>,
+        services: Services<'_>,
     ) -> Connections {
         let env: BTreeMap<String, String> = env.into_iter().collect();
         let lookup = |name: &str| env.get(name).cloned();
@@ -353,7 +352,7 @@ impl Connections {
                 continue;
             }
             let name = suffix.to_ascii_lowercase();
-            let kind = match parse_env_value(&name, value) {
+            let kind = match parse_env_value(&name, value, services) {
                 Ok((spec, literal_keys)) => match (resolve_spec(&name, &spec, &lookup), literal_keys) {
                     (ConnectionKind::Aws(mut aws), Some(keys)) => {
                         aws.keys = Some(keys);
@@ -477,9 +476,9 @@ fn valid_env_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
-/// Checks the config file's `connections:` section: names, variable names, endpoints. Returns
-/// the first problem with the key it is about.
-pub fn check_specs(specs: &BTreeMap<String, ConnectionSpec>) -> Result<(), String> {
+/// Checks the config file's `connections:` section: names, variable names, endpoints (their
+/// service names among `services`). Returns the first problem with the key it is about.
+pub fn check_specs(specs: &BTreeMap<String, ConnectionSpec>, services: Services<'_>) -> Result<(), String> {
     for (name, spec) in specs {
         if !valid_name(name) {
             return Err(format!(
@@ -490,11 +489,11 @@ pub fn check_specs(specs: &BTreeMap<String, ConnectionSpec>) -> Result<(), Strin
         let env_keys: Vec<(&str, &Option<String>)> = match spec {
             ConnectionSpec::Aws(aws) => {
                 for (service, url) in &aws.endpoints {
-                    if !AWS_SERVICES.contains(&service.as_str()) {
+                    if !services.contains(&service.as_str()) {
                         return Err(format!(
                             "connections.{name}.endpoints.{service}: unknown service{}; the services are {}",
-                            crate::diagnostic::suggestion(service, AWS_SERVICES.iter().copied()),
-                            AWS_SERVICES.join(", ")
+                            crate::diagnostic::suggestion(service, services.iter().copied()),
+                            services.join(", ")
                         ));
                     }
                     check_endpoint(&format!("connections.{name}.endpoints.{service}"), url)?;
@@ -626,13 +625,13 @@ fn resolve_spec(name: &str, spec: &ConnectionSpec, env: &dyn Fn(&str) -> Option<
 
 /// Parses a `FLOWCTL_CONN_*` value: JSON when it starts with `{`, else a URI. AWS keys written in
 /// an `aws://` URI itself come back beside the settings.
-fn parse_env_value(name: &str, value: &str) -> Result<(ConnectionSpec, Option<AwsKeys>), String> {
+fn parse_env_value(name: &str, value: &str, services: Services<'_>) -> Result<(ConnectionSpec, Option<AwsKeys>), String> {
     let value = value.trim();
     if value.starts_with('{') {
         let spec: ConnectionSpec = serde_json::from_str(value).map_err(|e| {
             format!("the JSON is not a connection ({e}); write e.g. {{\"type\": \"aws\", \"region\": \"eu-west-1\"}} (see {DOCS})")
         })?;
-        check_specs(&BTreeMap::from([(name.to_string(), spec.clone())]))?;
+        check_specs(&BTreeMap::from([(name.to_string(), spec.clone())]), services)?;
         return Ok((spec, None));
     }
     // Airflow writes AWS keys as `aws://KEY:SECRET@/?...`, with no host, which URL parsers
@@ -648,7 +647,7 @@ fn parse_env_value(name: &str, value: &str) -> Result<(ConnectionSpec, Option<Aw
         format!("not a connection URI ({e}); write e.g. aws://?region=eu-west-1 or mysql://user:password@host:3306/database (see {DOCS})")
     })?;
     match url.scheme() {
-        "aws" => aws_from_url(name, &url),
+        "aws" => aws_from_url(name, &url, services),
         "mysql" | "mariadb" => Ok((ConnectionSpec::Mysql(SqlSpec { uri: Some(value.to_string()), ..SqlSpec::default() }), None)),
         "postgres" | "postgresql" => Ok((ConnectionSpec::Postgres(SqlSpec { uri: Some(value.to_string()), ..SqlSpec::default() }), None)),
         other => Err(format!("unknown connection type \"{other}\" in the URI; the types are aws, mysql (or mariadb) and postgres (see {DOCS})")),
@@ -659,7 +658,7 @@ fn parse_env_value(name: &str, value: &str) -> Result<(ConnectionSpec, Option<Aw
 /// the URI are taken as they are (the variable itself is the secret); every other setting is a
 /// query parameter named as in the config file (`region_name` is read as `region`, as Airflow
 /// writes it).
-fn aws_from_url(name: &str, url: &url::Url) -> Result<(ConnectionSpec, Option<AwsKeys>), String> {
+fn aws_from_url(name: &str, url: &url::Url, services: Services<'_>) -> Result<(ConnectionSpec, Option<AwsKeys>), String> {
     let mut spec = AwsSpec::default();
     let literal_keys = match (url.username(), url.password()) {
         ("", None) => None,
@@ -704,7 +703,7 @@ fn aws_from_url(name: &str, url: &url::Url) -> Result<(ConnectionSpec, Option<Aw
             },
         }
     }
-    check_specs(&BTreeMap::from([(name.to_string(), ConnectionSpec::Aws(spec.clone()))]))?;
+    check_specs(&BTreeMap::from([(name.to_string(), ConnectionSpec::Aws(spec.clone()))]), services)?;
     Ok((ConnectionSpec::Aws(spec), literal_keys))
 }
 
@@ -741,13 +740,16 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    /// The services the tests' operators would declare (the engine knows no real ones).
+    const SERVICES: Services<'static> = &["storage", "queue", "warehouse"];
+
     fn specs(yaml: &str) -> BTreeMap<String, ConnectionSpec> {
         serde_yaml::from_str(yaml).unwrap()
     }
 
     #[test]
     fn aws_default_exists_when_nothing_defines_it() {
-        let c = Connections::resolve(&BTreeMap::new(), None, env(&[]));
+        let c = Connections::resolve(&BTreeMap::new(), None, env(&[]), SERVICES);
         let aws = c.aws("aws_default").unwrap();
         assert!(aws.keys.is_none() && aws.region.is_none() && !aws.force_path_style);
         assert_eq!(c.all().len(), 1);
@@ -757,13 +759,13 @@ mod tests {
     #[test]
     fn a_config_connection_reads_its_keys_from_the_variables_it_names() {
         let specs = specs(
-            "moto:\n  type: aws\n  region: us-east-1\n  endpoint_url: http://127.0.0.1:5000\n  endpoints: {s3: 'http://127.0.0.1:5001'}\n  access_key_id_env: K\n  secret_access_key_env: S\n  force_path_style: true\n",
+            "moto:\n  type: aws\n  region: us-east-1\n  endpoint_url: http://127.0.0.1:5000\n  endpoints: {storage: 'http://127.0.0.1:5001'}\n  access_key_id_env: K\n  secret_access_key_env: S\n  force_path_style: true\n",
         );
-        check_specs(&specs).unwrap();
-        let c = Connections::resolve(&specs, Some("/h/config.yaml".into()), env(&[("K", "AKIDCANARY"), ("S", "secret-canary")]));
+        check_specs(&specs, SERVICES).unwrap();
+        let c = Connections::resolve(&specs, Some("/h/config.yaml".into()), env(&[("K", "AKIDCANARY"), ("S", "secret-canary")]), SERVICES);
         let aws = c.aws("moto").unwrap();
-        assert_eq!(aws.endpoint_for("s3"), Some("http://127.0.0.1:5001"));
-        assert_eq!(aws.endpoint_for("emr"), Some("http://127.0.0.1:5000"));
+        assert_eq!(aws.endpoint_for("storage"), Some("http://127.0.0.1:5001"));
+        assert_eq!(aws.endpoint_for("queue"), Some("http://127.0.0.1:5000"));
         assert_eq!(aws.keys.as_ref().unwrap().secret_access_key.expose(), "secret-canary");
         assert!(!format!("{aws:?}").contains("canary"), "Debug must not show secrets");
         let mut secrets = c.secrets();
@@ -774,7 +776,7 @@ mod tests {
     #[test]
     fn a_missing_variable_breaks_only_its_connection_and_says_which() {
         let specs = specs("a:\n  type: aws\n  access_key_id_env: K\n  secret_access_key_env: S\nb:\n  type: aws\n  region: eu-west-1\n");
-        let c = Connections::resolve(&specs, None, env(&[("K", "x")]));
+        let c = Connections::resolve(&specs, None, env(&[("K", "x")]), SERVICES);
         assert_eq!(
             c.aws("a").unwrap_err().0,
             "connection \"a\" cannot be used: secret_access_key_env names the environment variable S, which is not set; export it in flowctl's environment (the server's, for scheduled runs)"
@@ -791,8 +793,9 @@ mod tests {
             env(&[
                 ("FLOWCTL_CONN_WAREHOUSE", "postgresql://etl:pa%3Ass@wh.internal:6543/dw?sslmode=require"),
                 ("FLOWCTL_CONN_RDS", r#"{"type": "mysql", "host": "rds", "user": "loader", "database": "loans"}"#),
-                ("FLOWCTL_CONN_LOCAL", "aws://AKIDLOCAL:local%2Fsecret@/?region_name=eu-west-1&endpoint_url_s3=http://localhost:5000&force_path_style=true"),
+                ("FLOWCTL_CONN_LOCAL", "aws://AKIDLOCAL:local%2Fsecret@/?region_name=eu-west-1&endpoint_url_storage=http://localhost:5000&force_path_style=true"),
             ]),
+            SERVICES,
         );
         let wh = c.sql("warehouse").unwrap();
         assert_eq!((wh.engine, wh.host.as_str(), wh.port, wh.database.as_deref()), (SqlEngine::Postgres, "wh.internal", 6543, Some("dw")));
@@ -804,7 +807,7 @@ mod tests {
         assert_eq!((rds.engine, rds.port, rds.user.as_deref()), (SqlEngine::Mysql, 3306, Some("loader")));
         let local = c.aws("local").unwrap();
         assert_eq!(local.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(local.endpoint_for("s3"), Some("http://localhost:5000"));
+        assert_eq!(local.endpoint_for("storage"), Some("http://localhost:5000"));
         assert!(local.force_path_style);
         assert_eq!(local.keys.as_ref().unwrap().secret_access_key.expose(), "local/secret");
         assert!(c.secrets().contains(&"pa:ss".to_string()));
@@ -820,6 +823,7 @@ mod tests {
                 ("FLOWCTL_CONN_TYPO", "aws://?regoin=eu-west-1"),
                 ("FLOWCTL_CONN_JSON", "{\"type\": \"aws\", \"regoin\": 1}"),
             ]),
+            SERVICES,
         );
         assert!(c.aws("ftp").unwrap_err().0.contains("unknown connection type \"ftp\""));
         let typo = c.aws("typo").unwrap_err().0;
@@ -830,7 +834,7 @@ mod tests {
     #[test]
     fn unknown_names_and_wrong_types_say_what_to_do() {
         let specs = specs("rds:\n  type: mysql\n");
-        let c = Connections::resolve(&specs, Some("/h/config.yaml".into()), env(&[]));
+        let c = Connections::resolve(&specs, Some("/h/config.yaml".into()), env(&[]), SERVICES);
         assert_eq!(
             c.sql("rsd").unwrap_err().0,
             "connection \"rsd\" is not defined (did you mean \"rds\"?); add it under `connections:` in /h/config.yaml or set FLOWCTL_CONN_RSD (see docs/connections.md); defined: rds"
@@ -841,17 +845,17 @@ mod tests {
 
     #[test]
     fn the_file_never_holds_a_secret_or_a_bad_name() {
-        let err = check_specs(&specs("rds:\n  type: mysql\n  uri: mysql://u:hunter2@h/db\n")).unwrap_err();
+        let err = check_specs(&specs("rds:\n  type: mysql\n  uri: mysql://u:hunter2@h/db\n"), SERVICES).unwrap_err();
         assert!(err.contains("holds a password") && !err.contains("hunter2"), "{err}");
-        let err = check_specs(&specs("a:\n  type: aws\n  access_key_id_env: AKIA/secret value\n  secret_access_key_env: S\n")).unwrap_err();
+        let err = check_specs(&specs("a:\n  type: aws\n  access_key_id_env: AKIA/secret value\n  secret_access_key_env: S\n"), SERVICES).unwrap_err();
         assert!(err.contains("must be the NAME of an environment variable") && !err.contains("secret value"), "{err}");
-        let err = check_specs(&specs("a:\n  type: aws\n  access_key_id_env: K\n")).unwrap_err();
+        let err = check_specs(&specs("a:\n  type: aws\n  access_key_id_env: K\n"), SERVICES).unwrap_err();
         assert!(err.contains("go together"), "{err}");
-        let err = check_specs(&specs("Data-Lake:\n  type: aws\n")).unwrap_err();
+        let err = check_specs(&specs("Data-Lake:\n  type: aws\n"), SERVICES).unwrap_err();
         assert!(err.contains("FLOWCTL_CONN_DATA_LAKE"), "{err}");
-        let err = check_specs(&specs("a:\n  type: aws\n  endpoints: {s4: 'http://x'}\n")).unwrap_err();
-        assert!(err.starts_with("connections.a.endpoints.s4: unknown service") && err.contains("s3, sts, emr"), "{err}");
-        let err = check_specs(&specs("a:\n  type: aws\n  endpoint_url: localhost:5000\n")).unwrap_err();
+        let err = check_specs(&specs("a:\n  type: aws\n  endpoints: {storag: 'http://x'}\n"), SERVICES).unwrap_err();
+        assert!(err.starts_with("connections.a.endpoints.storag: unknown service (did you mean \"storage\"?)") && err.contains("storage, queue, warehouse"), "{err}");
+        let err = check_specs(&specs("a:\n  type: aws\n  endpoint_url: localhost:5000\n"), SERVICES).unwrap_err();
         assert!(err.contains("is not an endpoint URL"), "{err}");
     }
 }

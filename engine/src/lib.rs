@@ -34,6 +34,8 @@ pub mod alerts;
 pub mod compile;
 pub mod schema;
 pub mod commands;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use compile::{compile, compile_paths, Compiled, SourceFile};
 pub use dag::{Dag, Task, TriggerRule};

@@ -403,6 +403,7 @@ impl<O: Operator> DynOperator for Adapter<O> {
 pub struct Registry {
     operators: BTreeMap<&'static str, Arc<dyn DynOperator>>,
     testers: BTreeMap<&'static str, Arc<dyn ConnectionTester>>,
+    aws_services: std::collections::BTreeSet<&'static str>,
 }
 
 impl fmt::Debug for Registry {
@@ -442,6 +443,20 @@ impl Registry {
     /// Every registered name, sorted.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.operators.keys().copied()
+    }
+
+    /// Declares a service the operators call through `type: aws` connections, by the name an
+    /// `endpoints:` key gives its own endpoint under (e.g. the name the operators pass to their
+    /// SDK config). The engine knows no service: config files and `FLOWCTL_CONN_*` variables
+    /// are checked against what the operators of this build declared.
+    pub fn register_aws_service(&mut self, service: &'static str) -> &mut Self {
+        self.aws_services.insert(service);
+        self
+    }
+
+    /// The declared services, sorted.
+    pub fn aws_services(&self) -> Vec<&'static str> {
+        self.aws_services.iter().copied().collect()
     }
 }
 

@@ -14,8 +14,8 @@ use crate::secrets::Masker;
 use crate::state::Home;
 
 /// Runs `flowctl alert test`: exit 0 when the server accepted the message, 2 otherwise.
-pub fn alert_test(home: Option<&Path>, config: Option<&Path>, to: Option<&str>) -> Result<u8, CommandError> {
-    let config = Config::load(&Home::resolve(home), config)?;
+pub fn alert_test(home: Option<&Path>, config: Option<&Path>, to: Option<&str>, registry: &crate::operator::Registry) -> Result<u8, CommandError> {
+    let config = Config::load(&Home::resolve(home), config, &registry.aws_services())?;
     let masker = Masker::from_env();
     let fail = |message: &str| {
         eprintln!("error: {}", masker.mask(message));

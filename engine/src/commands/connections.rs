@@ -65,9 +65,9 @@ pub fn describe(connection: &Connection) -> String {
 }
 
 /// Runs `flowctl connections list`.
-pub fn connections_list(home: Option<&Path>, config: Option<&Path>, format: OutputFormat) -> Result<u8, CommandError> {
-    let config = Config::load(&Home::resolve(home), config)?;
-    let connections = Connections::load(&config);
+pub fn connections_list(home: Option<&Path>, config: Option<&Path>, format: OutputFormat, registry: &Registry) -> Result<u8, CommandError> {
+    let config = Config::load(&Home::resolve(home), config, &registry.aws_services())?;
+    let connections = config.connections();
     let masker = masker_for(&connections);
     let all = connections.all();
     match format {
@@ -100,8 +100,8 @@ pub fn connections_list(home: Option<&Path>, config: Option<&Path>, format: Outp
 /// Runs `flowctl connections test NAME`: exit 0 when the connection works, 1 when it does not,
 /// 2 when there is no such connection or nothing to test it with.
 pub fn connections_test(home: Option<&Path>, config: Option<&Path>, name: &str, registry: &Registry) -> Result<u8, CommandError> {
-    let config = Config::load(&Home::resolve(home), config)?;
-    let connections = Connections::load(&config);
+    let config = Config::load(&Home::resolve(home), config, &registry.aws_services())?;
+    let connections = config.connections();
     let masker = masker_for(&connections);
     let connection = connections.get(name).map_err(|e| CommandError::usage(e.0))?;
     if let ConnectionKind::Broken(why) = &connection.kind {

@@ -107,13 +107,13 @@ pub fn dispatch_with_config(
 /// Executes queued runs in this process, each DAG's runs at most `max_active_runs` at once.
 fn execute_here(host: &DirectHost<'_>, runs: &[(String, String)], config: Option<&Path>) -> Result<(), CommandError> {
     let store = host.store().clone();
-    let config = crate::config::Config::load(host.home.root(), config)?;
+    let config = crate::config::Config::load(host.home.root(), config, &host.registry.aws_services())?;
     let settings = ExecutorSettings {
         parallelism: usize::from(DEFAULT_PARALLELISM),
         logs_dir: host.home.logs_dir(),
         work_dir: host.home.work_dir(),
         die_with_flowctl: false,
-        connections: Arc::new(crate::connections::Connections::load(&config)),
+        connections: Arc::new(config.connections()),
     };
     let masker = Masker::from_env();
     // Before the executor, which copies the masker's secrets: the SMTP password joins them here.

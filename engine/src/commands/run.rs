@@ -175,7 +175,7 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
         )));
     }
     let home = open_home(home, &format!("flowctl run {}", args.target))?;
-    let config = Config::load(home.root(), args.config.as_deref())?;
+    let config = Config::load(home.root(), args.config.as_deref(), &registry.aws_services())?;
     let (dag, version) = match resolve_dag(&home, &args.target, registry) {
         Err(CommandError::Invalid(errors)) => {
             print_diagnostics(&mut std::io::stderr(), &errors);
@@ -192,7 +192,7 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
     };
     let run = create_run(home.store(), &dag, version, Trigger::Manual, date, params)?;
 
-    let connections = std::sync::Arc::new(crate::connections::Connections::load(&config));
+    let connections = std::sync::Arc::new(config.connections());
     let masker = Masker::from_env();
     // Before the executor: the dispatcher adds the SMTP password to the masker, and the executor
     // hands the masker's secrets to operators when it is created.

@@ -261,8 +261,8 @@ pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -
     let root = Home::resolve(home_flag);
     let home = crate::commands::open_home(home_flag, "flowctl server")?;
     let token = token(&root, &addr)?;
-    let config = crate::config::Config::load(home.root(), args.config.as_deref())?;
-    let connections = Arc::new(crate::connections::Connections::load(&config));
+    let config = crate::config::Config::load(home.root(), args.config.as_deref(), &registry.aws_services())?;
+    let connections = Arc::new(config.connections());
     let masker = Masker::from_env();
     masker.add(&token);
     // Before the executor: the dispatcher adds the SMTP password to the masker, whose secrets the

@@ -53,7 +53,7 @@ pub const DEFAULT_SESSION_NAME: &str = "flowctl";
 
 /// Adds the AWS operators of this build, and the `aws` connection tester.
 pub fn register(registry: &mut Registry) {
-    registry.register_tester("aws", Arc::new(AwsTester));
+    registry.register_tester("aws", Arc::new(AwsTester)).register_aws_service("sts");
     #[cfg(feature = "aws-s3")]
     s3::register(registry);
     // Further services register here, each behind its cargo feature:
@@ -74,8 +74,8 @@ pub fn retry_config() -> RetryConfig {
         .with_max_backoff(SDK_MAX_BACKOFF)
 }
 
-/// The SDK configuration of `service` (one of `flowctl_engine::connections::AWS_SERVICES`, e.g.
-/// `s3`, `emr`, `redshift_data`) for a connection: its region, profile, endpoint, credentials and
+/// The SDK configuration of `service` (a name the family declared with
+/// `Registry::register_aws_service`, e.g. `s3`, `emr`, `redshift_data`) for a connection: its region, profile, endpoint, credentials and
 /// role, with the standard retry policy. Build the service's client from it
 /// (`aws_sdk_emr::Client::new(&config)`).
 pub async fn sdk_config(conn: &AwsConnection, service: &str) -> Result<SdkConfig, TaskError> {

@@ -37,6 +37,7 @@ use flowctl_engine::Registry;
 /// Adds the EMR operators.
 pub fn register(registry: &mut Registry) {
     registry
+        .register_aws_service("emr")
         .register(create_cluster::CreateCluster)
         .register(add_steps::AddSteps)
         .register(terminate_cluster::TerminateCluster);

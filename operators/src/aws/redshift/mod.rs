@@ -25,5 +25,5 @@ use flowctl_engine::Registry;
 
 /// Adds the Redshift operators.
 pub fn register(registry: &mut Registry) {
-    registry.register(sql::Sql).register(copy::Copy).register(unload::Unload);
+    registry.register_aws_service(target::SERVICE).register(sql::Sql).register(copy::Copy).register(unload::Unload);
 }

@@ -26,6 +26,7 @@ use flowctl_engine::Registry;
 /// Adds the S3 operators.
 pub fn register(registry: &mut Registry) {
     registry
+        .register_aws_service("s3")
         .register(upload::Upload)
         .register(download::Download)
         .register(copy::Copy)

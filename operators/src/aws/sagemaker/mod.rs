@@ -14,5 +14,5 @@ use flowctl_engine::Registry;
 
 /// Adds the SageMaker operators.
 pub fn register(registry: &mut Registry) {
-    registry.register(train::Train);
+    registry.register_aws_service(train::SERVICE).register(train::Train);
 }
