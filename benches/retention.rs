@@ -9,7 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use flowctl_engine::commands::{create_run, logical_date, store_version};
+use flowctl_engine::runs::{create_run, logical_date};
+use flowctl_engine::service::store_version;
 use flowctl_engine::executor::{Executor, ExecutorSettings, RunControl};
 use flowctl_engine::runs;
 use flowctl_engine::secrets::Masker;

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use flowctl_engine::commands::{self, CommandError, GraphFormat, OutputFormat, Request, RunArgs};
+use flowctl_engine::commands::{self, CommandError, GraphFormat, OutputFormat, RunArgs, Style};
+use flowctl_engine::protocol::Request;
 use flowctl_engine::server::ServerArgs;
 use flowctl_engine::executor::DEFAULT_PARALLELISM;
 
@@ -245,6 +246,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let registry = flowctl_operators::registry();
     let home = cli.home.as_deref();
+    let config = cli.config.as_deref();
     let result: Result<u8, CommandError> = match cli.command {
         Command::Validate { paths, output } => Ok(commands::validate(&paths, output.into(), &registry)),
         Command::Graph { file, format } => {
@@ -256,33 +258,40 @@ fn main() -> ExitCode {
         }
         Command::Schema => Ok(commands::schema(&registry)),
         Command::Apply { paths } => {
-            let cwd = std::env::current_dir().unwrap_or_default();
             let paths = paths.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect();
-            commands::dispatch(home, &Request::Apply { paths, cwd }, false, &registry)
+            commands::dispatch(home, config, &Request::Apply { paths }, false, &Style::text(), &registry)
         }
         Command::Server { listen, dags, grace, parallelism } => {
             let args = ServerArgs { listen, dags, grace, parallelism, config: cli.config.clone() };
-            flowctl_engine::server::serve(home, &args, &registry)
+            flowctl_engine::server::serve(home, &args, &registry).map_err(CommandError::from)
         }
         Command::Trigger { dag, params, date, wait } => {
-            commands::dispatch_with_config(home, cli.config.as_deref(), &Request::Trigger { dag, params, date }, wait, &registry)
+            commands::dispatch(home, config, &Request::Trigger { dag, params, date }, wait, &Style::text(), &registry)
         }
         Command::Clear { dag, run, tasks, downstream, failed_only, no_wait } => {
-            commands::dispatch_with_config(home, cli.config.as_deref(), &Request::Clear { dag, run, tasks, downstream, failed_only }, !no_wait, &registry)
+            let request = Request::Clear { dag, run, tasks, downstream, failed_only };
+            commands::dispatch(home, config, &request, !no_wait, &Style::text(), &registry)
         }
-        Command::Cancel { dag, run } => commands::dispatch(home, &Request::Cancel { dag, run }, true, &registry),
-        Command::Pause { dag } => commands::dispatch(home, &Request::Pause { dag, paused: true }, false, &registry),
-        Command::Unpause { dag } => commands::dispatch(home, &Request::Pause { dag, paused: false }, false, &registry),
+        Command::Cancel { dag, run } => commands::dispatch(home, config, &Request::Cancel { dag, run }, true, &Style::text(), &registry),
+        Command::Pause { dag } => commands::dispatch(home, config, &Request::Pause { dag, paused: true }, false, &Style::text(), &registry),
+        Command::Unpause { dag } => {
+            commands::dispatch(home, config, &Request::Pause { dag, paused: false }, false, &Style::text(), &registry)
+        }
         Command::Backfill { dag, from, to, rerun_failed, no_wait } => {
-            commands::dispatch_with_config(home, cli.config.as_deref(), &Request::Backfill { dag, from, to, rerun_failed }, !no_wait, &registry)
+            commands::dispatch(home, config, &Request::Backfill { dag, from, to, rerun_failed }, !no_wait, &Style::text(), &registry)
         }
         Command::Run { dag, params, date, parallelism } => {
             let args = RunArgs { target: dag, params, date, parallelism, config: cli.config.clone() };
             commands::run(home, &args, &registry)
         }
         Command::Status { dag, run, output } => {
-            let request = Request::Status { dag, run, json: matches!(output, Output::Json) };
-            commands::dispatch(home, &request, false, &registry)
+            let request = match (dag, run) {
+                (None, _) => Request::Dags,
+                (Some(dag), None) => Request::Runs { dag },
+                (Some(dag), Some(run)) => Request::Run { dag, run },
+            };
+            let style = Style { format: output.into(), ..Style::text() };
+            commands::dispatch(home, config, &request, false, &style, &registry)
         }
         Command::Logs { dag, run, task, attempt, follow } => commands::logs(home, &dag, &run, &task, attempt, follow),
         Command::Alert { command: AlertCommand::Test { to } } => commands::alert_test(home, cli.config.as_deref(), to.as_deref(), &registry),

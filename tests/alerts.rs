@@ -733,7 +733,7 @@ fn an_event_seen_again_or_after_a_restart_is_sent_once() {
     let dag = Arc::new(compiled.dags.into_iter().next().expect("a DAG"));
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(&dir.path().join("store")).expect("store");
-    let run = flowctl_engine::commands::create_run(&store, &dag, 1, Trigger::Manual, chrono::Utc::now(), Default::default())
+    let run = flowctl_engine::runs::create_run(&store, &dag, 1, Trigger::Manual, chrono::Utc::now(), Default::default())
         .expect("run");
     let settled = |state, try_number| Progress::TaskSettled {
         task_id: "load".into(),

@@ -609,7 +609,7 @@ fn the_api_needs_the_token_except_for_health_and_never_shows_it() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["pid"], server.pid());
 
-    let command = r#"{"command":"status","dag":null,"run":null,"json":true}"#;
+    let command = r#"{"command":"dags"}"#;
     let wait = "/api/wait?dag=sv_clear&run=nope";
     let wrong = "0".repeat(64);
     let prefix = &token[..32];
@@ -623,9 +623,9 @@ fn the_api_needs_the_token_except_for_health_and_never_shows_it() {
     // With the token: answered.
     let (status, body) = server.http("POST", "/api/command", Some(&token), Some(command));
     assert_eq!(status, 200, "{body}");
-    let reply: Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(reply["output"]["code"], 0, "{reply:#}");
-    assert!(reply["output"]["stdout"].as_str().unwrap_or_default().contains("\"dag_id\": \"sv_clear\""), "{reply:#}");
+    let answer: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(answer["Ok"]["reply"], "dags", "{answer:#}");
+    assert_eq!(answer["Ok"]["dags"][0]["dag_id"], "sv_clear", "{answer:#}");
     let (status, body) = server.http("GET", wait, Some(&token), None);
     assert_eq!(status, 404, "{body}");
 
@@ -908,7 +908,7 @@ fn listening_beyond_this_machine_needs_an_explicit_token() {
     assert_eq!(server.token, secret);
     let port = server.address.rsplit(':').next().expect("port").to_string();
     let local = format!("127.0.0.1:{port}");
-    let status = r#"{"command":"status","dag":null,"run":null,"json":false}"#;
+    let status = r#"{"command":"dags"}"#;
     assert_eq!(util::http(&local, "POST", "/api/command", Some(secret), Some(status)).0, 200);
     assert_eq!(util::http(&local, "POST", "/api/command", None, Some(status)).0, 401);
     server.stop().expect_code(0);

@@ -9,7 +9,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::commands::{CommandError, Reply, Request};
+use crate::protocol::{Answer, Request};
+
+/// The server could not be reached, refused the token, or answered something unreadable.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(pub String);
 
 /// What `server.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,31 +51,31 @@ impl Client {
         Some(Client { agent, base, token: file.token })
     }
 
-    fn error(&self, e: ureq::Error) -> CommandError {
+    fn error(&self, e: ureq::Error) -> ClientError {
         match e {
-            ureq::Error::Status(401, _) => CommandError::Server(format!(
+            ureq::Error::Status(401, _) => ClientError(format!(
                 "the server at {} refused the token in server.json; restart the server or check that this is its home",
                 self.base
             )),
             ureq::Error::Status(code, response) => {
                 let body = response.into_string().unwrap_or_default();
-                CommandError::Server(format!("the server at {} answered {code}: {body}", self.base))
+                ClientError(format!("the server at {} answered {code}: {body}", self.base))
             }
             ureq::Error::Transport(t) => {
-                CommandError::Server(format!("cannot reach the server at {}: {t}; is `flowctl server` still running?", self.base))
+                ClientError(format!("cannot reach the server at {}: {t}; is `flowctl server` still running?", self.base))
             }
         }
     }
 
-    /// Sends a request; the server answers as the CLI would.
-    pub fn request(&self, request: &Request) -> Result<Reply, CommandError> {
+    /// Sends a request; the server answers with the service's typed answer.
+    pub fn request(&self, request: &Request) -> Result<Answer, ClientError> {
         let response = self
             .agent
             .post(&format!("{}/api/command", self.base))
             .set("Authorization", &format!("Bearer {}", self.token))
             .send_json(request)
             .map_err(|e| self.error(e))?;
-        response.into_json().map_err(|e| CommandError::Server(format!("unreadable answer from the server: {e}")))
+        response.into_json().map_err(|e| ClientError(format!("unreadable answer from the server: {e}")))
     }
 
     /// Streams an attempt's log to `out` until the attempt ends (`logs --follow`).
@@ -81,7 +86,7 @@ impl Client {
         task_id: &str,
         attempt: Option<u32>,
         out: &mut dyn std::io::Write,
-    ) -> Result<(), CommandError> {
+    ) -> Result<(), ClientError> {
         let mut request = self
             .agent
             .get(&format!("{}/api/logs", self.base))
@@ -93,7 +98,7 @@ impl Client {
             request = request.query("attempt", &n.to_string());
         }
         let response = request.call().map_err(|e| match e {
-            ureq::Error::Status(404, response) => CommandError::Server(
+            ureq::Error::Status(404, response) => ClientError(
                 response.into_string().unwrap_or_default().trim().trim_start_matches("error: ").to_string(),
             ),
             other => self.error(other),
@@ -109,13 +114,13 @@ impl Client {
                         return Ok(());
                     }
                 }
-                Err(e) => return Err(CommandError::Server(format!("the log stream from {} broke: {e}", self.base))),
+                Err(e) => return Err(ClientError(format!("the log stream from {} broke: {e}", self.base))),
             }
         }
     }
 
     /// Waits until the run has ended.
-    pub fn wait(&self, dag_id: &str, run_id: &str) -> Result<(), CommandError> {
+    pub fn wait(&self, dag_id: &str, run_id: &str) -> Result<(), ClientError> {
         loop {
             let response = self
                 .agent
@@ -127,7 +132,7 @@ impl Client {
                 .call()
                 .map_err(|e| self.error(e))?;
             let answer: serde_json::Value =
-                response.into_json().map_err(|e| CommandError::Server(format!("unreadable answer from the server: {e}")))?;
+                response.into_json().map_err(|e| ClientError(format!("unreadable answer from the server: {e}")))?;
             if answer["ended"].as_bool() == Some(true) {
                 return Ok(());
             }

@@ -774,7 +774,7 @@ impl<'f> Checker<'f> {
             }
         }
         let alerts = find("alerts").map(|(_, v)| self.alerts(v));
-        let mut retention = crate::runs::Retention::DEFAULT;
+        let mut retention = crate::dag::Retention::DEFAULT;
         if let Some((_, v)) = find("retention") {
             for (key, _, value) in self.entries(v, RETENTION_KEYS, "`retention:`") {
                 match key {

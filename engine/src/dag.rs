@@ -15,6 +15,20 @@ use serde_json::Value;
 use crate::graph::TaskGraph;
 use crate::schedule::Schedule;
 
+/// How much history to keep for a DAG (`retention:` in the DAG file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at most this many ended runs (the newest).
+    pub runs: Option<usize>,
+    /// Keep ended runs created within this many days.
+    pub days: Option<u32>,
+}
+
+impl Retention {
+    /// Without `retention:`: the newest 1,000 ended runs, so a home does not grow without bound.
+    pub const DEFAULT: Retention = Retention { runs: Some(1000), days: None };
+}
+
 /// A compiled DAG.
 #[derive(Debug, Clone)]
 pub struct Dag {
@@ -45,7 +59,7 @@ pub struct Dag {
     /// `alerts:` at the DAG level.
     pub alerts: Option<Alerts>,
     /// `retention:`: how many ended runs, or how many days of them, to keep.
-    pub retention: crate::runs::Retention,
+    pub retention: Retention,
     /// The tasks, in a topological order (every task after its upstream tasks).
     pub tasks: Vec<Task>,
     /// The dependency graph.

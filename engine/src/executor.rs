@@ -920,24 +920,3 @@ impl LoopJobs {
         done.await.map_err(|_| TaskError::fatal("the run has ended"))?
     }
 }
-
-/// A new run's id: `<trigger>__<logical date>`, with `.2`, `.3`... when that id is taken.
-pub fn new_run_id(store: &Store, dag_id: &str, prefix: &str, logical_date: DateTime<Utc>) -> Result<String, StoreError> {
-    let base = format!("{prefix}__{}", logical_date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    if store.run(dag_id, &base)?.is_none() {
-        return Ok(base);
-    }
-    let mut n = 2;
-    loop {
-        let candidate = format!("{base}.{n}");
-        if store.run(dag_id, &candidate)?.is_none() {
-            return Ok(candidate);
-        }
-        n += 1;
-    }
-}
-
-/// The value of a `--param` as typed: JSON when it parses (numbers, booleans, lists), else text.
-pub fn param_value(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
-}

@@ -4,10 +4,14 @@
 //! Read in this order: [`yaml`] (positions for every node), [`diagnostic`] (how problems are
 //! reported), [`dag`] (what a compiled DAG is), [`schedule`], [`template`], [`graph`],
 //! [`operator`] (the plugin boundary), then [`compile`], which ties them together, and [`schema`],
-//! the JSON Schema editors use.
+//! the JSON Schema editors use. Then the runtime: [`state`], [`executor`], [`runs`]; then the
+//! [`service`] layer, which answers every operation on a home with the typed values of
+//! [`protocol`]; and its faces: [`commands`] (the CLI) and [`server`] (the HTTP API), with
+//! [`client`], the CLI's side of the API.
 //!
-//! Architecture invariant: this crate never depends on `flowctl-operators` or on any AWS crate;
-//! operators plug in through [`operator::Registry`].
+//! Architecture invariants: this crate never depends on `flowctl-operators` or on any AWS crate,
+//! and names no AWS service; operators plug in through [`operator::Registry`]. No module pair
+//! imports each other: each layer uses only the ones below it.
 
 pub mod yaml;
 pub mod diagnostic;
@@ -16,7 +20,10 @@ pub mod schedule;
 pub mod timetable;
 pub mod template;
 pub mod graph;
+pub mod connections;
 pub mod operator;
+pub mod compile;
+pub mod schema;
 pub mod lifecycle;
 pub mod trigger;
 pub mod state;
@@ -26,13 +33,12 @@ pub mod logs;
 pub mod process;
 pub mod executor;
 pub mod runs;
+pub mod config;
+pub mod alerts;
+pub mod protocol;
+pub mod service;
 pub mod client;
 pub mod server;
-pub mod config;
-pub mod connections;
-pub mod alerts;
-pub mod compile;
-pub mod schema;
 pub mod commands;
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -1,13 +1,19 @@
-//! Operations on runs that the CLI (acting on the store directly) and the server share: clearing
-//! tasks to run them again, cancelling a run no process is executing, creating backfill runs, and
-//! pruning old runs (retention).
+//! Operations on the runs of a DAG, below every face: creating runs (the one place that chooses
+//! run ids, reads `--param` values and logical dates, and infers data intervals), clearing tasks to
+//! run them again, cancelling a run no process is executing, and pruning old runs (retention).
+//!
+//! Invariant: a run is created only through [`create_run`] or [`create_interval_run`], which
+//! insert it with a compare-and-swap on its id, so concurrent callers never share an id and an
+//! interval's run is never created twice.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use serde_json::Value;
 
-use crate::dag::Dag;
+use crate::dag::{Dag, Retention};
+use crate::diagnostic::suggestion;
 use crate::lifecycle::{transition, TaskEvent, TaskState};
 use crate::state::{DagRun, RunState, Store, StoreError, TaskInstance, Trigger, Write};
 
@@ -51,16 +57,20 @@ pub enum RunError {
         /// The run.
         run_id: String,
     },
+    /// A `--param`, a date or another input of a new run is wrong; the message says how to
+    /// write it.
+    #[error("{0}")]
+    Input(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// The run's task instances in the DAG's order, with a fresh record for those never started.
-fn instances(store: &Store, dag: &Dag, run_id: &str) -> Result<Vec<TaskInstance>, StoreError> {
-    let mut stored: std::collections::HashMap<String, TaskInstance> =
-        store.task_instances(&dag.id, run_id)?.into_iter().map(|ti| (ti.task_id.clone(), ti)).collect();
-    Ok(dag.tasks.iter().map(|t| stored.remove(&t.id).unwrap_or_else(|| TaskInstance::new(&t.id, t.retry.retries + 1))).collect())
+/// Every task of `dag` in its order, with its stored record (from `stored`) or, for a task that has
+/// not started, a fresh one.
+pub fn all_instances(dag: &Dag, stored: Vec<TaskInstance>) -> Vec<TaskInstance> {
+    let mut by_id: std::collections::HashMap<String, TaskInstance> = stored.into_iter().map(|ti| (ti.task_id.clone(), ti)).collect();
+    dag.tasks.iter().map(|t| by_id.remove(&t.id).unwrap_or_else(|| TaskInstance::new(&t.id, t.retry.retries + 1))).collect()
 }
 
 /// Resets the selected tasks of a run so they run again, and queues the run. The outputs of the
@@ -92,7 +102,7 @@ pub fn clear(store: &Store, dag: &Dag, run_id: &str, selection: &Selection) -> R
     }
     let mut writes = Vec::new();
     let mut cleared = Vec::new();
-    for mut ti in instances(store, dag, run_id)? {
+    for mut ti in all_instances(dag, store.task_instances(&dag.id, run_id)?) {
         if !chosen.contains(&ti.task_id) {
             continue;
         }
@@ -156,9 +166,104 @@ pub fn cancel_idle(store: &Store, dag: &Dag, run_id: &str) -> Result<DagRun, Run
     Ok(run)
 }
 
+/// Parses `--param key=value` against the DAG's declared parameters: the defaults, overlaid.
+pub fn run_params(dag: &Dag, overrides: &[String]) -> Result<serde_json::Map<String, Value>, RunError> {
+    let mut params = dag.params.clone();
+    for item in overrides {
+        let Some((key, value)) = item.split_once('=') else {
+            let example =
+                if dag.params.contains_key(item) { item.as_str() } else { dag.params.keys().next().map_or("KEY", String::as_str) };
+            return Err(RunError::Input(format!(
+                "--param \"{item}\" for DAG \"{}\": expected KEY=VALUE, e.g. --param {example}=VALUE",
+                dag.id
+            )));
+        };
+        if !dag.params.contains_key(key) {
+            let declared: Vec<&str> = dag.params.keys().map(String::as_str).collect();
+            let listed = if declared.is_empty() { "it declares none".to_string() } else { format!("declared: {}", declared.join(", ")) };
+            return Err(RunError::Input(format!(
+                "--param \"{item}\": DAG \"{}\" declares no parameter \"{key}\"{} ({listed}); declare it under `params:` in {}",
+                dag.id,
+                suggestion(key, declared.iter().copied()),
+                dag.file.display()
+            )));
+        }
+        params.insert(key.to_string(), param_value(value));
+    }
+    Ok(params)
+}
+
+/// The value of a `--param` as typed: JSON when it parses (numbers, booleans, lists), else text.
+pub fn param_value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+/// An instant a user typed for a DAG: an RFC 3339 timestamp, or a date meaning midnight in the
+/// DAG's time zone (`--date`, `--after`, `--from`, `--to`).
+pub fn parse_instant(dag: &Dag, text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .and_then(|local| dag.timezone.from_local_datetime(&local).earliest())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The logical date of a manual run: `--date` (see [`parse_instant`]), else now (to the second).
+pub fn logical_date(dag: &Dag, date: Option<&str>) -> Result<DateTime<Utc>, RunError> {
+    let Some(text) = date else {
+        let now = Utc::now();
+        return Ok(chrono::Timelike::with_nanosecond(&now, 0).unwrap_or(now));
+    };
+    parse_instant(dag, text)
+        .ok_or_else(|| RunError::Input(format!("--date \"{text}\": expected a date like 2024-01-31 or an RFC 3339 timestamp")))
+}
+
+/// The data interval of a run triggered by hand, as Airflow infers it: the last complete
+/// interval of the schedule at the logical date (a daily DAG triggered at 01:00 on the 25th
+/// processes the 24th). A DAG without a schedule has an empty interval at the logical date.
+pub fn manual_interval(dag: &Dag, logical_date: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let Some(schedule) = &dag.schedule else { return (logical_date, logical_date) };
+    let Some(end) = schedule.prev_at_or_before(logical_date, dag.timezone) else { return (logical_date, logical_date) };
+    let start = schedule.prev_at_or_before(end - chrono::Duration::seconds(1), dag.timezone).unwrap_or(end);
+    (start, end)
+}
+
+/// The id of a run of `trigger` for `logical_date`: `<prefix>__<date>`, as in Airflow.
+pub fn run_id_for(trigger: Trigger, logical_date: DateTime<Utc>) -> String {
+    format!("{}__{}", trigger.prefix(), logical_date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// Creates a run of `dag` (queued, with the manual data interval of its logical date) and stores it
+/// durably. Its id is `<prefix>__<date>`, or `<prefix>__<date>.2`, `.3`... when that is taken:
+/// each candidate is claimed with a compare-and-swap, so concurrent triggers get distinct ids.
+/// Task instances get a record when they first change; until then they have not started.
+pub fn create_run(
+    store: &Store,
+    dag: &Dag,
+    version: u64,
+    trigger: Trigger,
+    logical_date: DateTime<Utc>,
+    params: serde_json::Map<String, Value>,
+) -> Result<DagRun, RunError> {
+    let interval = manual_interval(dag, logical_date);
+    let base = run_id_for(trigger, logical_date);
+    let mut run = DagRun::queued(&dag.id, base.clone(), logical_date, interval, trigger, params, version);
+    let mut n = 1u64;
+    loop {
+        if store.create_run(&run)? {
+            return Ok(run);
+        }
+        n += 1;
+        run.run_id = format!("{base}.{n}");
+    }
+}
+
 /// Creates a run for an interval, with the id the trigger gives it (`scheduled__<date>`,
 /// `backfill__<date>`); `None` when a run with that id exists already, so creating runs for the
-/// same interval twice (a restart in the middle) never doubles them.
+/// same interval twice (a restart in the middle, two backfills at once) never doubles them.
 pub fn create_interval_run(
     store: &Store,
     dag: &Dag,
@@ -167,27 +272,8 @@ pub fn create_interval_run(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<Option<DagRun>, StoreError> {
-    let run_id = format!("{}__{}", trigger.prefix(), start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    if store.run(&dag.id, &run_id)?.is_some() {
-        return Ok(None);
-    }
-    let run = DagRun::queued(&dag.id, run_id, start, (start, end), trigger, dag.params.clone(), version);
-    store.write(&[Write::Run(run.clone())])?;
-    Ok(Some(run))
-}
-
-/// How much history to keep for a DAG (`retention:` in the DAG file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Keep at most this many ended runs (the newest).
-    pub runs: Option<usize>,
-    /// Keep ended runs created within this many days.
-    pub days: Option<u32>,
-}
-
-impl Retention {
-    /// Without `retention:`: the newest 1,000 ended runs, so a home does not grow without bound.
-    pub const DEFAULT: Retention = Retention { runs: Some(1000), days: None };
+    let run = DagRun::queued(&dag.id, run_id_for(trigger, start), start, (start, end), trigger, dag.params.clone(), version);
+    Ok(store.create_run(&run)?.then_some(run))
 }
 
 /// Deletes the ended runs of a DAG beyond its retention, with their logs and scratch folders.

@@ -100,9 +100,9 @@ fn dag(fx: &Fixture, mode: &str) -> Arc<flowctl_engine::Dag> {
 }
 
 fn new_run(fx: &Fixture, dag: &flowctl_engine::Dag) -> flowctl_engine::state::DagRun {
-    let (version, _) = flowctl_engine::commands::store_version(fx.home.store(), dag).unwrap();
-    let date = flowctl_engine::commands::logical_date(dag, Some("2024-01-01")).unwrap();
-    flowctl_engine::commands::create_run(fx.home.store(), dag, version, Trigger::Manual, date, dag.params.clone()).unwrap()
+    let (version, _) = flowctl_engine::service::store_version(fx.home.store(), dag).unwrap();
+    let date = flowctl_engine::runs::logical_date(dag, Some("2024-01-01")).unwrap();
+    flowctl_engine::runs::create_run(fx.home.store(), dag, version, Trigger::Manual, date, dag.params.clone()).unwrap()
 }
 
 fn journal(fx: &Fixture) -> Vec<String> {
@@ -169,9 +169,9 @@ async fn a_shutdown_leaves_the_job_for_the_next_start_and_a_cancel_does_not() {
     // A user's cancel: the operator cancels the job, and nothing is left to reattach to.
     fx.journal.lock().unwrap().clear();
     let run = {
-        let date = flowctl_engine::commands::logical_date(&dag, Some("2024-01-02")).unwrap();
-        let (version, _) = flowctl_engine::commands::store_version(fx.home.store(), &dag).unwrap();
-        flowctl_engine::commands::create_run(fx.home.store(), &dag, version, Trigger::Manual, date, dag.params.clone()).unwrap()
+        let date = flowctl_engine::runs::logical_date(&dag, Some("2024-01-02")).unwrap();
+        let (version, _) = flowctl_engine::service::store_version(fx.home.store(), &dag).unwrap();
+        flowctl_engine::runs::create_run(fx.home.store(), &dag, version, Trigger::Manual, date, dag.params.clone()).unwrap()
     };
     let run_id = run.run_id.clone();
     let control = RunControl::default();

@@ -1,92 +1,53 @@
-//! Where a command goes: to the home's server when one runs, else to the store, opened here.
+//! Where a request goes: to the home's server when one runs, else to the service in this process,
+//! on the home opened here.
 //!
 //! Without a server, runs that a command asks to wait for (`trigger --wait`, `clear`, `backfill`)
 //! are executed in this process, up to each DAG's `max_active_runs` at once, and Ctrl-C cancels
-//! them. Either way the summaries printed at the end come from the same code.
+//! them. Either way the answer and the summaries printed at the end come from the same renderer.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::control::{handle, Host, Output, Request};
-use super::{open_home, CommandError};
+use super::render::{render, summary, Output, Style};
+use super::CommandError;
 use crate::client::Client;
-use crate::executor::{Executor, ExecutorSettings, RunControl, DEFAULT_PARALLELISM};
+use crate::executor::{RunControl, DEFAULT_PARALLELISM};
 use crate::operator::Registry;
-use crate::secrets::Masker;
-use crate::state::{Home, Store};
+use crate::protocol::{Answer, Reply, Request, RunRef};
+use crate::service::{self, Execution, ExecutionSettings, Host, HomeHost};
+use crate::state::Home;
 
-/// The CLI holding the home as a [`Host`]: no other process executes its runs.
-struct DirectHost<'a> {
-    home: Home,
-    registry: &'a Registry,
-}
-
-impl Host for DirectHost<'_> {
-    fn store(&self) -> &Store {
-        self.home.store()
-    }
-    fn registry(&self) -> &Registry {
-        self.registry
-    }
-    fn logs_dir(&self) -> PathBuf {
-        self.home.logs_dir()
-    }
-    fn executes_runs(&self) -> bool {
-        false
-    }
-    fn is_active(&self, _: &str, _: &str) -> bool {
-        false
-    }
-    fn cancel_active(&self, _: &str, _: &str) -> bool {
-        false
-    }
-    fn dags_changed(&self) {}
-    fn runs_queued(&self) {}
-}
-
-/// What a command is called in the lock file, for a second process to read.
-fn describe(request: &Request) -> String {
-    let name = serde_json::to_value(request)
-        .ok()
-        .and_then(|v| v.get("command").and_then(|c| c.as_str()).map(str::to_string))
-        .unwrap_or_else(|| "command".into());
-    format!("flowctl {name}")
-}
-
-/// Sends `request` to the server or handles it here; with `wait`, waits for the runs the reply
-/// names and prints their summaries. Returns the exit code.
-pub fn dispatch(home_flag: Option<&Path>, request: &Request, wait: bool, registry: &Registry) -> Result<u8, CommandError> {
-    dispatch_with_config(home_flag, None, request, wait, registry)
-}
-
-/// [`dispatch`], with the config file (`--config`) runs executed here send their alerts through.
-pub fn dispatch_with_config(
+/// Sends `request` to the server or answers it here, prints the answer, and with `wait` waits for
+/// the runs it queued and prints their summaries. Runs executed here send their alerts through
+/// the config file `config` (`--config`). Returns the exit code.
+pub fn dispatch(
     home_flag: Option<&Path>,
     config: Option<&Path>,
     request: &Request,
     wait: bool,
+    style: &Style,
     registry: &Registry,
 ) -> Result<u8, CommandError> {
     let root = Home::resolve(home_flag);
     if let Some(client) = Client::for_home(&root) {
-        let reply = client.request(request)?;
-        let mut code = reply.output.print();
+        let answer = client.request(request)?;
+        let mut code = render(request, &answer, style).print();
         if wait {
-            for (dag, run) in &reply.runs {
-                client.wait(dag, run)?;
-                let summary = client.request(&Request::Summary { dag: dag.clone(), run: run.clone() })?;
-                code = code.max(summary.output.print());
+            for run in waits(&answer) {
+                client.wait(&run.dag_id, &run.run_id)?;
+                code = code.max(summary_of(&client.request(&run_request(&run))?).print());
             }
         }
         return Ok(code);
     }
-    let host = DirectHost { home: open_home(home_flag, &describe(request))?, registry };
-    let reply = handle(&host, request);
-    let mut code = reply.output.print();
-    if reply.runs.is_empty() || matches!(request, Request::Cancel { .. }) {
+    let host = HomeHost::open(&root, &format!("flowctl {}", request.name()), registry)?;
+    let answer = service::handle(&host, request);
+    let mut code = render(request, &answer, style).print();
+    let runs = waits(&answer);
+    if runs.is_empty() {
         return Ok(code);
     }
     if !wait {
@@ -96,43 +57,52 @@ pub fn dispatch_with_config(
         );
         return Ok(code);
     }
-    execute_here(&host, &reply.runs, config)?;
-    for (dag, run) in &reply.runs {
-        let summary: Output = handle(&host, &Request::Summary { dag: dag.clone(), run: run.clone() }).output;
-        code = code.max(summary.print());
+    execute_here(&host, &runs, config)?;
+    for run in &runs {
+        code = code.max(summary_of(&service::handle(&host, &run_request(run))).print());
     }
     Ok(code)
 }
 
+fn waits(answer: &Answer) -> Vec<RunRef> {
+    answer.as_ref().map(Reply::runs_to_wait_for).unwrap_or_default()
+}
+
+fn run_request(run: &RunRef) -> Request {
+    Request::Run { dag: run.dag_id.clone(), run: run.run_id.clone() }
+}
+
+/// The closing summary of a run that was waited for.
+fn summary_of(answer: &Answer) -> Output {
+    match answer {
+        Ok(Reply::Run(detail)) => summary(detail),
+        Ok(_) => Output::error(&crate::protocol::ServiceError::unavailable("the answer about the run is not a run")),
+        Err(e) => Output::error(e),
+    }
+}
+
 /// Executes queued runs in this process, each DAG's runs at most `max_active_runs` at once.
-fn execute_here(host: &DirectHost<'_>, runs: &[(String, String)], config: Option<&Path>) -> Result<(), CommandError> {
-    let store = host.store().clone();
-    let config = crate::config::Config::load(host.home.root(), config, &host.registry.aws_services())?;
-    let settings = ExecutorSettings {
+fn execute_here(host: &HomeHost<'_>, runs: &[RunRef], config: Option<&Path>) -> Result<(), CommandError> {
+    let settings = ExecutionSettings {
+        config: config.map(Path::to_path_buf),
         parallelism: usize::from(DEFAULT_PARALLELISM),
-        logs_dir: host.home.logs_dir(),
-        work_dir: host.home.work_dir(),
         die_with_flowctl: false,
-        connections: Arc::new(config.connections()),
+        secrets: Vec::new(),
     };
-    let masker = Masker::from_env();
-    // Before the executor, which copies the masker's secrets: the SMTP password joins them here.
-    let alerts = crate::alerts::AlertDispatcher::new(config, &store, host.home.logs_dir(), masker.clone(), |notice| {
-        eprintln!("warning: {notice}")
-    })?;
-    let executor = Arc::new(Executor::new(store.clone(), host.registry.clone(), masker, settings));
+    let execution = Arc::new(Execution::start(host.home(), host.registry(), settings, |notice| eprintln!("warning: {notice}"))?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CommandError::usage(format!("cannot start the async runtime: {e}")))?;
     let mut jobs = Vec::new();
-    for (dag_id, run_id) in runs {
-        let run = store.run(dag_id, run_id)?.ok_or_else(|| CommandError::usage(format!("run {run_id} of {dag_id} vanished")))?;
-        let dag = super::run::load_version(&store, dag_id, run.dag_version, host.registry)?;
-        jobs.push((dag, run));
+    for run in runs {
+        let stored = host
+            .store()
+            .run(&run.dag_id, &run.run_id)?
+            .ok_or_else(|| CommandError::usage(format!("run {} of {} vanished", run.run_id, run.dag_id)))?;
+        let dag = service::load_version(host.store(), &run.dag_id, stored.dag_version, host.registry())?;
+        jobs.push((dag, stored));
     }
-    let retention: HashMap<String, crate::runs::Retention> =
-        jobs.iter().map(|(dag, _)| (dag.id.clone(), dag.retention)).collect();
     let cancel = tokio_util::sync::CancellationToken::new();
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -152,13 +122,11 @@ fn execute_here(host: &DirectHost<'_>, runs: &[(String, String)], config: Option
         let mut handles = Vec::new();
         for (dag, run) in jobs {
             let limit = limits.entry(dag.id.clone()).or_insert_with(|| Arc::new(Semaphore::new(dag.max_active_runs as usize))).clone();
-            let executor = executor.clone();
+            let execution = execution.clone();
             let control = RunControl { cancel: cancel.child_token(), ..RunControl::default() };
-            let sync = executor.clone();
-            let observer = alerts.observer(dag.clone(), &run, Arc::new(move || sync.sync_logs()));
             handles.push(tokio::spawn(async move {
                 let _slot = limit.acquire_owned().await;
-                executor.execute(dag, run, control, Arc::new(move |p| observer.observe(&p))).await
+                execution.execute(dag, run, control, Arc::new(|_| {})).await
             }));
         }
         for handle in handles {
@@ -168,11 +136,7 @@ fn execute_here(host: &DirectHost<'_>, runs: &[(String, String)], config: Option
         }
         stopper.abort();
     });
-    executor.sync_logs();
-    for (dag_id, keep) in retention {
-        crate::runs::prune(&store, &host.home.logs_dir(), &host.home.work_dir(), &dag_id, keep)?;
-    }
-    let sent = alerts.finish(crate::alerts::FINISH_BOUND);
+    let sent = execution.finish(crate::alerts::FINISH_BOUND);
     if sent.failed > 0 {
         eprintln!("warning: {} alert(s) not delivered; `flowctl status DAG RUN` shows which", sent.failed);
     }

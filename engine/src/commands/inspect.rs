@@ -1,25 +1,17 @@
 //! Commands that read DAG files without running anything: `validate`, `graph`, `schema`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use super::exit;
-use crate::compile::{compile_paths, discover};
+use super::render::{diagnostics_text, OutputFormat};
+use crate::compile::compile_paths;
 use crate::diagnostic::Diagnostic;
 use crate::operator::Registry;
 
-/// How `validate` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutputFormat {
-    /// For people: diagnostics with source lines and carets, then a summary.
-    #[default]
-    Text,
-    /// For editors and CI: one JSON object.
-    Json,
-}
 
 /// How `graph` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,37 +23,8 @@ pub enum GraphFormat {
     Mermaid,
 }
 
-/// Reads the text of each file named in `diagnostics`, for source lines under messages.
-fn sources_of(diagnostics: &[Diagnostic]) -> HashMap<PathBuf, String> {
-    let files: BTreeSet<&Path> = diagnostics.iter().map(|d| d.file.as_path()).collect();
-    files
-        .into_iter()
-        .filter_map(|f| std::fs::read(f).ok().map(|b| (f.to_path_buf(), String::from_utf8_lossy(&b).into_owned())))
-        .collect()
-}
-
-pub(crate) fn print_diagnostics(out: &mut dyn Write, diagnostics: &[Diagnostic]) {
-    let _ = out.write_all(render_diagnostics(diagnostics).as_bytes());
-}
-
-/// Every diagnostic with its source line and caret, as `validate` prints them.
-pub(crate) fn render_diagnostics(diagnostics: &[Diagnostic]) -> String {
-    render_diagnostics_shown(diagnostics, &|p| p.to_path_buf())
-}
-
-/// Like [`render_diagnostics`], naming each file as `shown` says (sources are read from the real
-/// path).
-pub(crate) fn render_diagnostics_shown(diagnostics: &[Diagnostic], shown: &dyn Fn(&Path) -> PathBuf) -> String {
-    let sources = sources_of(diagnostics);
-    diagnostics
-        .iter()
-        .map(|d| {
-            let source = sources.get(&d.file).map(String::as_str);
-            let mut display = d.clone();
-            display.file = shown(&d.file);
-            format!("{}\n", display.render(source))
-        })
-        .collect()
+fn print_diagnostics(out: &mut dyn Write, diagnostics: &[Diagnostic]) {
+    let _ = out.write_all(diagnostics_text(diagnostics, &|p| p.to_path_buf()).as_bytes());
 }
 
 fn plural(n: usize, word: &str) -> String {
@@ -74,8 +37,7 @@ fn plural(n: usize, word: &str) -> String {
 
 /// `flowctl validate PATH...`: compiles and reports; exit 0 when valid, 2 when not.
 pub fn validate(paths: &[PathBuf], format: OutputFormat, registry: &Registry) -> u8 {
-    let file_count = discover(paths).0.len();
-    let result = compile_paths(paths, registry);
+    let crate::service::Validation { files: file_count, result } = crate::service::validate(paths, registry);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match format {

@@ -1,8 +1,18 @@
-//! The CLI's commands, behind the binary's argument parsing.
+//! The CLI's commands: presentation only. Each command takes its parsed arguments, asks the
+//! service (`crate::service`, directly or through the home's server) and renders the typed answer
+//! as text or `--output json`, returning the exit code: 0 success, 1 a run failed, 2 invalid
+//! input or usage.
 //!
-//! `src/main.rs` only parses the command line and builds the operator registry; each command here
-//! takes parsed arguments and the registry, writes what the user sees, and returns the exit code:
-//! 0 success, 1 a run failed, 2 invalid input or usage.
+//! Architecture invariant: this is the only module that formats text for people. Every command
+//! that a server can answer renders through [`render`], whichever path produced the answer, so
+//! the output is the same with or without a server.
+//!
+//! - `dispatch.rs`: a request to the home's server or to the service in this process, waiting for
+//!   the runs it queued (executed here when no server runs);
+//! - `render.rs`: each reply as text and JSON, and errors as the CLI prints them;
+//! - `run.rs`: `flowctl run`, with its live progress;
+//! - `logs.rs`, `next.rs`, `inspect.rs` (validate, graph, schema), `connections.rs`, `alert.rs`;
+//! - `table.rs`: plain text tables and durations.
 
 /// `print!` that ignores a closed stdout (`flowctl schema | head`), where `print!` would panic.
 macro_rules! out {
@@ -20,33 +30,26 @@ macro_rules! outln {
     }};
 }
 
-mod alert;
-mod apply;
-mod connections;
-pub mod control;
+mod table;
+mod render;
 mod dispatch;
-mod inspect;
+mod run;
 mod logs;
 mod next;
-mod run;
-mod status;
-mod table;
-
-use std::path::Path;
+mod inspect;
+mod connections;
+mod alert;
 
 pub use alert::alert_test;
 pub use connections::{connections_list, connections_test};
-pub use apply::{apply_output, source_hash, store_version, Change};
-pub use control::{handle, Host, Output, Reply, Request};
-pub use dispatch::{dispatch, dispatch_with_config};
-pub use inspect::{graph, schema, validate, GraphFormat, OutputFormat};
-pub use logs::{logs, read_log};
-pub use next::{next, next_report, next_text, parse_after};
-pub use run::{all_instances, create_run, load_applied, load_version, logical_date, run, run_params, summary, RunArgs};
-pub use status::status_text;
+pub use dispatch::dispatch;
+pub use inspect::{graph, schema, validate, GraphFormat};
+pub use logs::logs;
+pub use next::next;
+pub use render::{render, Output, OutputFormat, Style};
+pub use run::{run, RunArgs};
 
-use crate::diagnostic::Diagnostic;
-use crate::state::{Home, HomeError, StoreError};
+use crate::protocol::ServiceError;
 
 /// The process exit codes flowctl documents.
 pub mod exit {
@@ -62,27 +65,9 @@ pub mod exit {
 /// to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    /// Bad arguments, an unknown DAG or run.
-    #[error("{0}")]
-    Usage(String),
-    /// DAG files that do not compile.
-    #[error("{} error(s) in DAG files", .0.len())]
-    Invalid(Vec<Diagnostic>),
-    /// The home could not be opened.
+    /// The service refused or failed.
     #[error(transparent)]
-    Home(#[from] HomeError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The executor failed.
-    #[error(transparent)]
-    Exec(#[from] crate::executor::ExecError),
-    /// The config file is missing (when named with `--config`) or wrong.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// A run operation was refused.
-    #[error(transparent)]
-    Run(#[from] crate::runs::RunError),
+    Service(#[from] ServiceError),
     /// The server could not be reached or answered wrongly.
     #[error("{0}")]
     Server(String),
@@ -91,18 +76,14 @@ pub enum CommandError {
 impl CommandError {
     /// A usage error with its message.
     pub fn usage(message: impl Into<String>) -> Self {
-        CommandError::Usage(message.into())
+        CommandError::Service(ServiceError::bad_request(message))
     }
 
     /// The error as the CLI prints it on stderr.
     pub fn render(&self) -> String {
         match self {
-            CommandError::Invalid(errors) => format!(
-                "{}error: {} error(s); fix them (see `flowctl validate`) and try again\n",
-                inspect::render_diagnostics(errors),
-                errors.len()
-            ),
-            other => format!("error: {other}\n"),
+            CommandError::Service(e) => render::error_text(e),
+            CommandError::Server(message) => format!("error: {message}\n"),
         }
     }
 
@@ -113,7 +94,32 @@ impl CommandError {
     }
 }
 
-/// Opens the home for a command, naming the command for a second process that finds it locked.
-pub fn open_home(flag: Option<&Path>, command: &str) -> Result<Home, HomeError> {
-    Home::open(&Home::resolve(flag), command)
+impl From<crate::state::HomeError> for CommandError {
+    fn from(e: crate::state::HomeError) -> Self {
+        CommandError::Service(e.into())
+    }
+}
+
+impl From<crate::config::ConfigError> for CommandError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        CommandError::Service(e.into())
+    }
+}
+
+impl From<crate::state::StoreError> for CommandError {
+    fn from(e: crate::state::StoreError) -> Self {
+        CommandError::Service(e.into())
+    }
+}
+
+impl From<crate::runs::RunError> for CommandError {
+    fn from(e: crate::runs::RunError) -> Self {
+        CommandError::Service(e.into())
+    }
+}
+
+impl From<crate::client::ClientError> for CommandError {
+    fn from(e: crate::client::ClientError) -> Self {
+        CommandError::Server(e.0)
+    }
 }

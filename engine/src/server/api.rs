@@ -1,8 +1,8 @@
 //! The HTTP JSON API (axum). `/health` is open; everything else needs the bearer token, compared
 //! in constant time. The token is never logged or echoed.
 //!
-//! - `POST /api/command`: a [`Request`] in, a [`Reply`] out: the same answer the CLI gives when it
-//!   acts on the store itself.
+//! - `POST /api/command`: a [`Request`] in, the service's typed [`Answer`] out: the same value the
+//!   CLI gets when it asks the service itself.
 //! - `GET /api/wait?dag=D&run=R`: returns when the run has ended, or after a while with
 //!   `ended: false` so the client asks again.
 
@@ -20,7 +20,8 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use super::{ServerHost, State};
-use crate::commands::{Reply, Request};
+use crate::protocol::{Answer, Request, ServiceError};
+use crate::service::{read_log, LogEnd, LogFollow, LogStep};
 
 /// How long a wait request is held before the client is told to ask again.
 const WAIT_HOLD: Duration = Duration::from_secs(20);
@@ -69,15 +70,13 @@ async fn authorize(Extract(api): Extract<Api>, request: HttpRequest, next: Next)
     next.run(request).await
 }
 
-async fn command(Extract(api): Extract<Api>, Json(request): Json<Request>) -> Json<Reply> {
+async fn command(Extract(api): Extract<Api>, Json(request): Json<Request>) -> Json<Answer> {
     let state = api.state.clone();
-    // Commands read and write the store and may compile DAG files: off the async threads.
-    let reply = tokio::task::spawn_blocking(move || crate::commands::handle(&ServerHost(state), &request))
+    // Requests read and write the store and may compile DAG files: off the async threads.
+    let answer = tokio::task::spawn_blocking(move || crate::service::handle(&ServerHost(state), &request))
         .await
-        .unwrap_or_else(|e| {
-            crate::commands::Output::error(&crate::commands::CommandError::Server(format!("the command failed: {e}"))).into()
-        });
-    Json(reply)
+        .unwrap_or_else(|e| Err(ServiceError::unavailable(format!("the server failed while answering: {e}"))));
+    Json(answer)
 }
 
 #[derive(Deserialize)]
@@ -95,33 +94,27 @@ const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 /// attempt's end line, or until the run is no longer executed and nothing more comes.
 async fn follow_log(Extract(api): Extract<Api>, Query(query): Query<LogQuery>) -> Response {
     let logs_dir = api.state.home.logs_dir();
-    let (path, text) = match crate::commands::read_log(&logs_dir, &query.dag, &query.run, &query.task, query.attempt) {
+    let log = match read_log(&logs_dir, &query.dag, &query.run, &query.task, query.attempt) {
         Ok(found) => found,
-        Err(e) => return (StatusCode::NOT_FOUND, e.render()).into_response(),
+        Err(e) => return (StatusCode::NOT_FOUND, format!("error: {e}\n")).into_response(),
     };
     struct Follow {
         state: Arc<State>,
-        path: std::path::PathBuf,
-        offset: u64,
+        follower: LogFollow,
         key: (String, String),
         task: String,
         attempt: u32,
-        /// The attempt looked finished once; the log writer may still be writing its last line.
-        finishing: bool,
+        /// The closing note was sent: the stream ends.
         done: bool,
     }
-    let attempt = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let ended = text.lines().any(crate::logs::is_end_line);
-    let first = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(axum::body::Bytes::from(text.clone()))));
+    let first = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(axum::body::Bytes::from(log.text.clone()))));
     let follow = Follow {
         state: api.state.clone(),
-        path,
-        offset: text.len() as u64,
+        follower: LogFollow::new(&log),
         key: (query.dag, query.run),
         task: query.task,
-        attempt,
-        finishing: false,
-        done: ended,
+        attempt: log.attempt,
+        done: false,
     };
     let rest = futures_util::stream::unfold(follow, |mut f| async move {
         loop {
@@ -129,20 +122,6 @@ async fn follow_log(Extract(api): Extract<Api>, Query(query): Query<LogQuery>) -
                 return None;
             }
             let active = f.state.active.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&f.key);
-            let more = match std::fs::read(&f.path) {
-                Ok(bytes) if (bytes.len() as u64) > f.offset => bytes[f.offset as usize..].to_vec(),
-                _ => Vec::new(),
-            };
-            if !more.is_empty() {
-                f.offset += more.len() as u64;
-                f.done = String::from_utf8_lossy(&more).lines().any(crate::logs::is_end_line);
-                return Some((Ok(axum::body::Bytes::from(more)), f));
-            }
-            if !active {
-                f.done = true;
-                let note = "(the run is not being executed; the log ends here)\n";
-                return Some((Ok(axum::body::Bytes::from(note)), f));
-            }
             // An attempt interrupted by a stopped flowctl never writes its last line: once the
             // task has moved on to another try, or out of running, nothing more will come.
             let current = f
@@ -152,14 +131,18 @@ async fn follow_log(Extract(api): Extract<Api>, Query(query): Query<LogQuery>) -
                 .ok()
                 .and_then(|all| all.into_iter().find(|ti| ti.task_id == f.task))
                 .is_some_and(|ti| ti.try_number == f.attempt && ti.state == crate::lifecycle::TaskState::Running);
-            if !current && !f.finishing {
-                f.finishing = true;
-            } else if !current {
-                f.done = true;
-                let note = "(this attempt is no longer running and wrote no last line: flowctl stopped while it ran)\n";
-                return Some((Ok(axum::body::Bytes::from(note)), f));
-            }
-            tokio::time::sleep(FOLLOW_INTERVAL).await;
+            let note = match f.follower.step(active, current) {
+                LogStep::Data(bytes) => return Some((Ok(axum::body::Bytes::from(bytes)), f)),
+                LogStep::Wait => {
+                    tokio::time::sleep(FOLLOW_INTERVAL).await;
+                    continue;
+                }
+                LogStep::End(LogEnd::Complete) => return None,
+                LogStep::End(LogEnd::NoWriter) => "(the run is not being executed; the log ends here)\n",
+                LogStep::End(LogEnd::Abandoned) => "(this attempt is no longer running and wrote no last line: flowctl stopped while it ran)\n",
+            };
+            f.done = true;
+            return Some((Ok(axum::body::Bytes::from(note)), f));
         }
     });
     use futures_util::StreamExt;

@@ -21,13 +21,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::alerts::AlertDispatcher;
 use crate::client::{ServerFile, SERVER_FILE};
-use crate::commands::{CommandError, Host};
 use crate::dag::Dag;
-use crate::executor::{Executor, ExecutorSettings, Progress, RunControl};
+use crate::executor::{Progress, RunControl};
 use crate::operator::Registry;
-use crate::secrets::Masker;
+use crate::protocol::ServiceError;
+use crate::service::{Execution, ExecutionSettings, Host};
 use crate::state::{DagRun, Home, Store};
 
 /// The arguments of `flowctl server`.
@@ -56,9 +55,8 @@ pub const MIN_TOKEN_LEN: usize = 32;
 pub(crate) struct State {
     home: Home,
     registry: Registry,
-    executor: Arc<Executor>,
-    /// Sends alerts off the executor's path.
-    alerts: AlertDispatcher,
+    /// The executor, with the alerts and retention of its runs.
+    execution: Execution,
     /// Runs being executed, by (dag, run).
     active: Mutex<HashMap<(String, String), RunControl>>,
     /// Compiled DAG versions, by (dag, version).
@@ -79,11 +77,11 @@ impl State {
     }
 
     /// A DAG version, compiled once.
-    fn dag(&self, dag_id: &str, version: u64) -> Result<Arc<Dag>, CommandError> {
+    fn dag(&self, dag_id: &str, version: u64) -> Result<Arc<Dag>, ServiceError> {
         if let Some(dag) = self.dags.lock().unwrap_or_else(|e| e.into_inner()).get(&(dag_id.to_string(), version)) {
             return Ok(dag.clone());
         }
-        let dag = crate::commands::load_version(self.store(), dag_id, version, &self.registry)?;
+        let dag = crate::service::load_version(self.store(), dag_id, version, &self.registry)?;
         self.dags.lock().unwrap_or_else(|e| e.into_inner()).insert((dag_id.to_string(), version), dag.clone());
         Ok(dag)
     }
@@ -109,28 +107,11 @@ impl State {
         }
         tracing::info!(dag_id = %key.0, run_id = %key.1, "run started");
         let state = self.clone();
-        let sync = self.executor.clone();
-        let observer = self.alerts.observer(dag.clone(), &run, Arc::new(move || sync.sync_logs()));
-        let log = log_progress(key.0.clone(), key.1.clone());
-        let progress: Arc<dyn Fn(Progress) + Send + Sync> = Arc::new(move |p: Progress| {
-            observer.observe(&p);
-            log(p);
-        });
+        let progress = log_progress(key.0.clone(), key.1.clone());
         tokio::spawn(async move {
-            match state.executor.execute(dag.clone(), run, control, progress).await {
+            match state.execution.execute(dag, run, control, progress).await {
                 Ok(finished) => {
                     tracing::info!(dag_id = %key.0, run_id = %key.1, state = finished.run.state.name(), "run stopped");
-                    if finished.run.state.is_terminal() {
-                        if let Err(e) = crate::runs::prune(
-                            state.store(),
-                            &state.home.logs_dir(),
-                            &state.home.work_dir(),
-                            &dag.id,
-                            dag.retention,
-                        ) {
-                            tracing::error!(dag_id = %dag.id, error = %e, "cannot prune old runs");
-                        }
-                    }
                 }
                 Err(e) => tracing::error!(dag_id = %key.0, run_id = %key.1, error = %e, "run stopped by a store error"),
             }
@@ -160,7 +141,7 @@ fn log_progress(dag_id: String, run_id: String) -> Arc<dyn Fn(Progress) + Send +
     })
 }
 
-/// The server as a [`Host`] for the commands its API answers.
+/// The server as the [`Host`] of the service its API answers with.
 pub(crate) struct ServerHost(pub(crate) Arc<State>);
 
 impl Host for ServerHost {
@@ -211,10 +192,10 @@ fn random_token() -> std::io::Result<String> {
 }
 
 /// The token: set explicitly, or the one of the previous start, or a new one.
-fn token(root: &Path, addr: &SocketAddr) -> Result<String, CommandError> {
+fn token(root: &Path, addr: &SocketAddr) -> Result<String, ServiceError> {
     if let Some(token) = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()) {
         if token.chars().count() < MIN_TOKEN_LEN {
-            return Err(CommandError::usage(format!(
+            return Err(ServiceError::bad_request(format!(
                 "{TOKEN_ENV} is {} characters long; use a secret of at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)",
                 token.chars().count()
             )));
@@ -222,7 +203,7 @@ fn token(root: &Path, addr: &SocketAddr) -> Result<String, CommandError> {
         return Ok(token);
     }
     if !addr.ip().is_loopback() {
-        return Err(CommandError::usage(format!(
+        return Err(ServiceError::bad_request(format!(
             "refusing to listen on {addr}, beyond this machine, with a generated token; set {TOKEN_ENV} to a secret of your own (at least 32 characters) and start again, or listen on 127.0.0.1"
         )));
     }
@@ -232,11 +213,11 @@ fn token(root: &Path, addr: &SocketAddr) -> Result<String, CommandError> {
         .map(|f| f.token);
     match previous {
         Some(token) => Ok(token),
-        None => random_token().map_err(|e| CommandError::usage(format!("cannot read /dev/urandom for a token: {e}"))),
+        None => random_token().map_err(|e| ServiceError::bad_request(format!("cannot read /dev/urandom for a token: {e}"))),
     }
 }
 
-fn write_server_file(root: &Path, file: &ServerFile) -> Result<(), CommandError> {
+fn write_server_file(root: &Path, file: &ServerFile) -> Result<(), ServiceError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = root.join(SERVER_FILE);
@@ -246,45 +227,35 @@ fn write_server_file(root: &Path, file: &ServerFile) -> Result<(), CommandError>
         .truncate(true)
         .mode(0o600)
         .open(&path)
-        .map_err(|e| CommandError::usage(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| ServiceError::bad_request(format!("cannot write {}: {e}", path.display())))?;
     out.write_all(serde_json::to_string_pretty(file).unwrap_or_default().as_bytes())
-        .map_err(|e| CommandError::usage(format!("cannot write {}: {e}", path.display())))
+        .map_err(|e| ServiceError::bad_request(format!("cannot write {}: {e}", path.display())))
 }
 
 /// Runs `flowctl server` until SIGTERM or SIGINT.
-pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -> Result<u8, CommandError> {
+pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -> Result<u8, ServiceError> {
     use std::net::ToSocketAddrs;
     let addr: SocketAddr = args.listen.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| {
-        CommandError::usage(format!("--listen \"{}\": expected an address and port, e.g. 127.0.0.1:8787 or localhost:8787", args.listen))
+        ServiceError::bad_request(format!("--listen \"{}\": expected an address and port, e.g. 127.0.0.1:8787 or localhost:8787", args.listen))
     })?;
     init_logging();
     let root = Home::resolve(home_flag);
-    let home = crate::commands::open_home(home_flag, "flowctl server")?;
+    let home = Home::open(&root, "flowctl server")?;
     let token = token(&root, &addr)?;
-    let config = crate::config::Config::load(home.root(), args.config.as_deref(), &registry.aws_services())?;
-    let connections = Arc::new(config.connections());
-    let masker = Masker::from_env();
-    masker.add(&token);
-    // Before the executor: the dispatcher adds the SMTP password to the masker, whose secrets the
-    // executor hands to operators.
-    let alerts = AlertDispatcher::new(config, home.store(), home.logs_dir(), masker.clone(), |notice| {
+    let settings = ExecutionSettings {
+        config: args.config.clone(),
+        parallelism: usize::from(args.parallelism),
+        die_with_flowctl: true,
+        secrets: vec![token.clone()],
+    };
+    let execution = Execution::start(&home, registry, settings, |notice| {
         tracing::warn!(%notice, "alerts");
         eprintln!("flowctl server: warning: {notice}");
     })?;
-    let settings =
-        ExecutorSettings {
-            parallelism: usize::from(args.parallelism),
-            logs_dir: home.logs_dir(),
-            work_dir: home.work_dir(),
-            die_with_flowctl: true,
-            connections,
-        };
-    let executor = Arc::new(Executor::new(home.store().clone(), registry.clone(), masker, settings));
     let state = Arc::new(State {
         home,
         registry: registry.clone(),
-        executor,
-        alerts,
+        execution,
         active: Mutex::new(HashMap::new()),
         dags: Mutex::new(HashMap::new()),
         wake: Notify::new(),
@@ -295,26 +266,25 @@ pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| CommandError::usage(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| ServiceError::bad_request(format!("cannot start the async runtime: {e}")))?;
     let result = runtime.block_on(run_server(state.clone(), addr, token, args.clone(), root.clone()));
     let _ = std::fs::remove_file(root.join(SERVER_FILE));
-    state.executor.sync_logs();
-    let sent = state.alerts.finish(crate::alerts::FINISH_BOUND);
+    let sent = state.execution.finish(crate::alerts::FINISH_BOUND);
     if sent.failed > 0 {
         eprintln!("flowctl server: {} alert(s) not delivered; `flowctl status DAG RUN` shows which", sent.failed);
     }
     result
 }
 
-async fn run_server(state: Arc<State>, addr: SocketAddr, token: String, args: ServerArgs, root: PathBuf) -> Result<u8, CommandError> {
+async fn run_server(state: Arc<State>, addr: SocketAddr, token: String, args: ServerArgs, root: PathBuf) -> Result<u8, ServiceError> {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        return Err(CommandError::usage("cannot install signal handlers"));
+        return Err(ServiceError::bad_request("cannot install signal handlers"));
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| CommandError::usage(format!("cannot listen on {addr}: {e}; is another server using that port? choose one with --listen")))?;
-    let bound = listener.local_addr().map_err(|e| CommandError::usage(format!("cannot read the listening address: {e}")))?;
+        .map_err(|e| ServiceError::bad_request(format!("cannot listen on {addr}: {e}; is another server using that port? choose one with --listen")))?;
+    let bound = listener.local_addr().map_err(|e| ServiceError::bad_request(format!("cannot read the listening address: {e}")))?;
     write_server_file(&root, &ServerFile { address: bound.to_string(), token: token.clone(), pid: std::process::id() })?;
     tracing::info!(address = %bound, home = %root.display(), "flowctl server listening");
     eprintln!("flowctl server: listening on http://{bound}, home {}", root.display());
@@ -351,7 +321,7 @@ async fn run_server(state: Arc<State>, addr: SocketAddr, token: String, args: Se
     let _ = api.await;
     state.store().flush()?;
     eprintln!("flowctl server: stopped");
-    Ok(crate::commands::exit::OK)
+    Ok(0)
 }
 
 async fn wait_idle(state: &State) {

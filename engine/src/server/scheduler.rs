@@ -40,7 +40,7 @@ pub(super) async fn run(state: Arc<State>) {
 }
 
 /// One look at every DAG: create due runs, start what may start. Returns when to look again.
-fn pass(state: &Arc<State>) -> Result<Option<DateTime<Utc>>, crate::commands::CommandError> {
+fn pass(state: &Arc<State>) -> Result<Option<DateTime<Utc>>, crate::protocol::ServiceError> {
     let store = state.store();
     let now = Utc::now();
     let mut next_wake: Option<DateTime<Utc>> = None;

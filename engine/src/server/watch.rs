@@ -38,9 +38,9 @@ pub(super) fn apply_folder(state: &Arc<State>, dir: &Path) {
                         continue;
                     }
                     seen.insert(dag.id.clone(), path.clone());
-                    match crate::commands::store_version(state.store(), &dag) {
+                    match crate::service::store_version(state.store(), &dag) {
                         Ok((version, change)) => {
-                            if change != crate::commands::Change::Unchanged {
+                            if change != crate::protocol::Change::Unchanged {
                                 tracing::info!(dag_id = %dag.id, version, change = ?change, "DAG applied");
                             }
                         }

@@ -173,6 +173,21 @@ impl Store {
         self.flush()
     }
 
+    /// Creates a run record unless one with its id exists, and flushes: the check and the insert
+    /// are one compare-and-swap, so two callers racing for an id never both get it. Returns
+    /// whether this call created it.
+    pub fn create_run(&self, run: &DagRun) -> Result<bool, StoreError> {
+        let swapped = self
+            .runs
+            .compare_and_swap(run_key(&run.dag_id, &run.run_id), None::<&[u8]>, Some(Self::encode(run)))
+            .map_err(|e| self.sled(e))?;
+        if swapped.is_err() {
+            return Ok(false);
+        }
+        self.flush()?;
+        Ok(true)
+    }
+
     /// Queues a run record; durable at the next [`Store::flush`].
     pub fn put_run(&self, run: &DagRun) -> Result<(), StoreError> {
         self.runs.insert(run_key(&run.dag_id, &run.run_id), Self::encode(run)).map(drop).map_err(|e| self.sled(e))
