@@ -67,7 +67,7 @@ pub mod exit {
 pub enum CommandError {
     /// The service refused or failed.
     #[error(transparent)]
-    Service(#[from] ServiceError),
+    Service(ServiceError),
     /// The server could not be reached or answered wrongly.
     #[error("{0}")]
     Server(String),
@@ -94,26 +94,10 @@ impl CommandError {
     }
 }
 
-impl From<crate::state::HomeError> for CommandError {
-    fn from(e: crate::state::HomeError) -> Self {
-        CommandError::Service(e.into())
-    }
-}
-
-impl From<crate::config::ConfigError> for CommandError {
-    fn from(e: crate::config::ConfigError) -> Self {
-        CommandError::Service(e.into())
-    }
-}
-
-impl From<crate::state::StoreError> for CommandError {
-    fn from(e: crate::state::StoreError) -> Self {
-        CommandError::Service(e.into())
-    }
-}
-
-impl From<crate::runs::RunError> for CommandError {
-    fn from(e: crate::runs::RunError) -> Self {
+/// Whatever the service turns into a [`ServiceError`] (a store, home, config or run error) is a
+/// command error too.
+impl<E: Into<ServiceError>> From<E> for CommandError {
+    fn from(e: E) -> Self {
         CommandError::Service(e.into())
     }
 }
