@@ -37,18 +37,35 @@ pub struct Client {
     token: String,
 }
 
+/// How long the server may take to answer `/health`.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a wait request may be held by the server before the client asks again.
 const WAIT_POLL: Duration = Duration::from_secs(25);
 
 impl Client {
-    /// The server of the home at `root`, if one runs and answers.
-    pub fn for_home(root: &Path) -> Option<Client> {
-        let text = std::fs::read_to_string(root.join(SERVER_FILE)).ok()?;
-        let file: ServerFile = serde_json::from_str(&text).ok()?;
+    /// The server of the home at `root`, if one runs and answers; `None` when no server runs.
+    /// A server whose process runs but does not answer `/health` is an error that says so: the
+    /// caller must not then act on the home as if nobody held it.
+    pub fn for_home(root: &Path) -> Result<Option<Client>, ClientError> {
+        let Ok(text) = std::fs::read_to_string(root.join(SERVER_FILE)) else { return Ok(None) };
+        let Ok(file) = serde_json::from_str::<ServerFile>(&text) else { return Ok(None) };
         let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(2)).build();
         let base = format!("http://{}", file.address);
-        agent.get(&format!("{base}/health")).timeout(Duration::from_secs(5)).call().ok()?;
-        Some(Client { agent, base, token: file.token })
+        match agent.get(&format!("{base}/health")).timeout(HEALTH_TIMEOUT).call() {
+            Ok(_) => Ok(Some(Client { agent, base, token: file.token })),
+            // A server that stopped without removing its file (kill -9) leaves a stale one.
+            Err(_) if !crate::state::is_alive(file.pid) => Ok(None),
+            Err(e) => Err(ClientError(format!(
+                "the server of this home (process {}, {base}) runs but does not answer /health within {}s: {}; it may be overloaded or stuck: look at its log, or restart it",
+                file.pid,
+                HEALTH_TIMEOUT.as_secs(),
+                match e {
+                    ureq::Error::Status(code, _) => format!("it answered HTTP {code}"),
+                    ureq::Error::Transport(t) => t.to_string(),
+                }
+            ))),
+        }
     }
 
     fn error(&self, e: ureq::Error) -> ClientError {

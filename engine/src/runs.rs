@@ -2,9 +2,10 @@
 //! run ids, reads `--param` values and logical dates, and infers data intervals), clearing tasks to
 //! run them again, cancelling a run no process is executing, and pruning old runs (retention).
 //!
-//! Invariant: a run is created only through [`create_run`] or [`create_interval_run`], which
+//! Invariants: a run is created only through [`create_run`] or [`create_interval_run`], which
 //! insert it with a compare-and-swap on its id, so concurrent callers never share an id and an
-//! interval's run is never created twice.
+//! interval's run is never created twice. [`clear`], [`cancel_idle`] and [`prune`] read and write
+//! under [`Store::run_edits`], so none of them acts on what another has just changed.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -78,6 +79,7 @@ pub fn all_instances(dag: &Dag, stored: Vec<TaskInstance>) -> Vec<TaskInstance> 
 /// counting tries (its logs are not overwritten) and gets its retries afresh. Returns the cleared
 /// task ids in the DAG's order.
 pub fn clear(store: &Store, dag: &Dag, run_id: &str, selection: &Selection) -> Result<Vec<String>, RunError> {
+    let _edits = store.run_edits();
     let mut run = store
         .run(&dag.id, run_id)?
         .ok_or_else(|| RunError::NoRun { dag_id: dag.id.clone(), run_id: run_id.to_string() })?;
@@ -137,6 +139,7 @@ pub fn clear(store: &Store, dag: &Dag, run_id: &str, selection: &Selection) -> R
 /// "cancelled by the user"; attempts recorded as running lose what they left behind and fail;
 /// tasks waiting to start or to retry stop.
 pub fn cancel_idle(store: &Store, dag: &Dag, run_id: &str) -> Result<DagRun, RunError> {
+    let _edits = store.run_edits();
     let mut run = store
         .run(&dag.id, run_id)?
         .ok_or_else(|| RunError::NoRun { dag_id: dag.id.clone(), run_id: run_id.to_string() })?;
@@ -279,6 +282,9 @@ pub fn create_interval_run(
 /// Deletes the ended runs of a DAG beyond its retention, with their logs and scratch folders.
 /// Runs that have not ended are never pruned. Returns how many runs were deleted.
 pub fn prune(store: &Store, logs_dir: &Path, work_dir: &Path, dag_id: &str, retention: Retention) -> Result<usize, StoreError> {
+    // Runs are read and deleted under the lock `clear` holds, so a run cleared (queued again)
+    // meanwhile is never deleted.
+    let _edits = store.run_edits();
     let mut runs = store.runs(dag_id)?;
     runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
     let cutoff = retention.days.map(|d| Utc::now() - chrono::Duration::days(i64::from(d)));

@@ -32,7 +32,7 @@ pub fn dispatch(
     registry: &Registry,
 ) -> Result<u8, CommandError> {
     let root = Home::resolve(home_flag);
-    if let Some(client) = Client::for_home(&root) {
+    if let Some(client) = Client::for_home(&root)? {
         let answer = client.request(request)?;
         let mut code = render(request, &answer, style).print();
         if wait {

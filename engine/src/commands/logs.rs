@@ -20,7 +20,7 @@ const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 pub fn logs(home: Option<&Path>, dag_id: &str, run_id: &str, task_id: &str, attempt: Option<u32>, follow: bool) -> Result<u8, CommandError> {
     let root = Home::resolve(home);
     if follow {
-        if let Some(client) = crate::client::Client::for_home(&root) {
+        if let Some(client) = crate::client::Client::for_home(&root)? {
             let stdout = std::io::stdout();
             client.follow_log(dag_id, run_id, task_id, attempt, &mut stdout.lock())?;
             return Ok(exit::OK);

@@ -37,7 +37,7 @@ pub struct RunArgs {
 /// Runs `flowctl run`.
 pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u8, CommandError> {
     let root = Home::resolve(home);
-    if crate::client::Client::for_home(&root).is_some() {
+    if crate::client::Client::for_home(&root)?.is_some() {
         let through = if service::looks_like_file(&args.target) {
             format!("`flowctl apply {}` then `flowctl trigger DAG_ID --wait`", args.target)
         } else {

@@ -26,6 +26,15 @@ use crate::service::{read_log, LogEnd, LogFollow, LogStep};
 /// How long a wait request is held before the client is told to ask again.
 const WAIT_HOLD: Duration = Duration::from_secs(20);
 
+/// How long a connection may take to send a request's headers, and how long it may stay idle
+/// between requests, before it is closed: a client that opens connections and sends nothing
+/// cannot hold them.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most connections served at once. Past it, a new connection gets `503` at once and is
+/// closed, so a flood of connections cannot use up the process's files or starve `/health`.
+pub const MAX_CONNECTIONS: usize = 512;
+
 #[derive(Clone)]
 struct Api {
     state: Arc<State>,
@@ -40,10 +49,82 @@ pub(super) async fn serve(state: Arc<State>, listener: tokio::net::TcpListener, 
         .route("/api/logs", get(follow_log))
         .layer(middleware::from_fn_with_state(api.clone(), authorize));
     let app = Router::new().route("/health", get(health)).merge(protected).with_state(api);
-    let shutdown = async move { stop.cancelled().await };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::error!(error = %e, "the API stopped");
+    accept(listener, app, stop).await;
+}
+
+/// The accept loop: each connection served by hyper with [`HEADER_READ_TIMEOUT`], at most
+/// [`MAX_CONNECTIONS`] at once; on `stop`, no new connection is taken and open ones finish the
+/// request they are in.
+async fn accept(listener: tokio::net::TcpListener, app: Router, stop: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of files or memory for a moment: say so once per failure and go on,
+                    // after a pause so a persistent failure does not spin.
+                    tracing::error!(error = %e, "cannot accept an API connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            connections.spawn(refuse(stream));
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(io, service);
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                if !e.is_timeout() && !e.is_incomplete_message() {
+                    tracing::debug!(%peer, error = %e, "API connection ended with an error");
+                }
+            }
+        });
+        // Reap the connections that ended, so the set does not grow with every one served.
+        while connections.try_join_next().is_some() {}
     }
+    while connections.join_next().await.is_some() {}
+}
+
+/// Answers a connection past [`MAX_CONNECTIONS`] with `503` and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = format!(
+        "{{\"error\":\"the server has {MAX_CONNECTIONS} connections open, its limit; try again in a moment, and close connections you do not use\"}}"
+    );
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = async {
+        stream.write_all(reply.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Read what the client sent before closing: closing with unread bytes makes the kernel
+        // reset the connection, and the client would lose the answer.
+        let mut sink = [0u8; 4096];
+        while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), answer).await;
 }
 
 async fn health() -> Json<serde_json::Value> {

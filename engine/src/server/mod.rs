@@ -51,6 +51,44 @@ pub const TOKEN_ENV: &str = "FLOWCTL_API_TOKEN";
 /// The shortest token accepted from [`TOKEN_ENV`].
 pub const MIN_TOKEN_LEN: usize = 32;
 
+/// The least entropy a token from [`TOKEN_ENV`] must show, in bits, estimated from how often each
+/// of its characters occurs (Shannon's measure times its length): 32 random hex digits carry about
+/// 118 by this count, `openssl rand -hex 32` about 240, 32 repeated characters 0.
+pub const MIN_TOKEN_BITS: f64 = 96.0;
+
+/// The fewest distinct characters a token from [`TOKEN_ENV`] must hold.
+pub const MIN_TOKEN_DISTINCT: usize = 10;
+
+/// The entropy of `token` in bits, estimated from its own character frequencies.
+fn token_bits(token: &str) -> f64 {
+    let mut counts: HashMap<char, usize> = HashMap::new();
+    for c in token.chars() {
+        *counts.entry(c).or_default() += 1;
+    }
+    let len = token.chars().count() as f64;
+    let per_char: f64 = counts.values().map(|&n| n as f64 / len).map(|p| -p * p.log2()).sum();
+    per_char * len
+}
+
+/// Checks a token set with [`TOKEN_ENV`]: long enough, and not guessable by its shape.
+fn check_token(token: &str) -> Result<(), ServiceError> {
+    let how = "generate one with `openssl rand -hex 32` (or `head -c 32 /dev/urandom | base64`)";
+    let length = token.chars().count();
+    if length < MIN_TOKEN_LEN {
+        return Err(ServiceError::bad_request(format!(
+            "{TOKEN_ENV} is {length} characters long; use a secret of at least {MIN_TOKEN_LEN} characters: {how}"
+        )));
+    }
+    let distinct = token.chars().collect::<std::collections::HashSet<_>>().len();
+    let bits = token_bits(token);
+    if distinct < MIN_TOKEN_DISTINCT || bits < MIN_TOKEN_BITS {
+        return Err(ServiceError::bad_request(format!(
+            "{TOKEN_ENV} looks guessable: {distinct} distinct characters, about {bits:.0} bits of entropy (at least {MIN_TOKEN_DISTINCT} and {MIN_TOKEN_BITS:.0} are needed); use a random secret: {how}"
+        )));
+    }
+    Ok(())
+}
+
 /// What the server's parts share.
 pub(crate) struct State {
     home: Home,
@@ -122,6 +160,19 @@ impl State {
     }
 }
 
+/// Raises the soft limit on open files to the hard one: every API connection, attempt log and
+/// task pipe is a file, and a default soft limit of 1,024 (or 256) is soon reached.
+fn raise_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the limit on open files");
+            }
+        }
+    }
+}
+
 /// The server's log: `tracing` events on stderr, `RUST_LOG` choosing how much (info by default).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -175,6 +226,16 @@ impl Host for ServerHost {
         }
     }
 
+    fn while_idle(&self, dag_id: &str, run_id: &str, change: &mut dyn FnMut()) -> bool {
+        // `start_run` takes the same lock before it reads the run and starts it.
+        let active = self.0.active.lock().unwrap_or_else(|e| e.into_inner());
+        if active.contains_key(&(dag_id.to_string(), run_id.to_string())) {
+            return false;
+        }
+        change();
+        true
+    }
+
     fn dags_changed(&self) {
         self.0.wake.notify_one();
     }
@@ -194,12 +255,7 @@ fn random_token() -> std::io::Result<String> {
 /// The token: set explicitly, or the one of the previous start, or a new one.
 fn token(root: &Path, addr: &SocketAddr) -> Result<String, ServiceError> {
     if let Some(token) = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()) {
-        if token.chars().count() < MIN_TOKEN_LEN {
-            return Err(ServiceError::bad_request(format!(
-                "{TOKEN_ENV} is {} characters long; use a secret of at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)",
-                token.chars().count()
-            )));
-        }
+        check_token(&token)?;
         return Ok(token);
     }
     if !addr.ip().is_loopback() {
@@ -239,6 +295,7 @@ pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -
         ServiceError::bad_request(format!("--listen \"{}\": expected an address and port, e.g. 127.0.0.1:8787 or localhost:8787", args.listen))
     })?;
     init_logging();
+    raise_file_limit();
     let root = Home::resolve(home_flag);
     let home = Home::open(&root, "flowctl server")?;
     let token = token(&root, &addr)?;

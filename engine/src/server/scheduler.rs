@@ -80,7 +80,10 @@ fn pass(state: &Arc<State>) -> Result<Option<DateTime<Utc>>, crate::protocol::Se
                 created = true;
             }
             if created {
-                store.put_dag(&record)?;
+                // The schedule's position alone, atomically: a pause or an apply may be writing
+                // the same record.
+                let end = record.last_scheduled_end;
+                store.update_dag(&dag.id, |stored| stored.map(|r| crate::state::DagRecord { last_scheduled_end: end.max(r.last_scheduled_end), ..r }))?;
             }
         }
         if dag.schedule.is_some() {

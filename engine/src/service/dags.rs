@@ -12,7 +12,7 @@ use crate::dag::Dag;
 use crate::diagnostic::suggestion;
 use crate::operator::Registry;
 use crate::protocol::{Applied, AppliedDag, Change, PauseChange, ServiceError};
-use crate::state::{DagRecord, DagVersion, Store, StoreError};
+use crate::state::{DagRecord, DagVersion, Store, StoreError, VersionAdded};
 
 /// The hint of an unknown DAG for operations that can take a file instead.
 const APPLY_HINT: &str = "apply it with `flowctl apply FILE`, or give the file's path";
@@ -99,27 +99,28 @@ pub fn source_hash(source: &str) -> String {
 }
 
 /// Stores `dag` as a new version unless its source is unchanged. Returns the version runs of it
-/// should record, and what happened.
+/// should record, and what happened. Two applies at once get a version each
+/// ([`Store::add_dag_version`]).
 pub fn store_version(store: &Store, dag: &Dag) -> Result<(u64, Change), StoreError> {
     let hash = source_hash(&dag.source);
-    let record = store.dag(&dag.id)?;
-    if let Some(record) = &record {
-        if let Some(latest) = store.dag_version(&dag.id, record.latest_version)? {
-            if latest.hash == hash {
-                return Ok((latest.version, Change::Unchanged));
-            }
-        }
-    }
-    let version = record.as_ref().map_or(1, |r| r.latest_version + 1);
-    store.put_dag_version(&DagVersion {
-        dag_id: dag.id.clone(),
-        version,
-        hash,
-        source: dag.source.clone(),
-        file: std::path::absolute(&dag.file).unwrap_or_else(|_| dag.file.clone()),
-        applied_at: Utc::now(),
-    })?;
-    Ok((version, if record.is_some() { Change::Changed } else { Change::Added }))
+    let file = std::path::absolute(&dag.file).unwrap_or_else(|_| dag.file.clone());
+    let added = store.add_dag_version(
+        &dag.id,
+        |latest| latest.hash == hash,
+        |version| DagVersion {
+            dag_id: dag.id.clone(),
+            version,
+            hash: hash.clone(),
+            source: dag.source.clone(),
+            file: file.clone(),
+            applied_at: Utc::now(),
+        },
+    )?;
+    Ok(match added {
+        VersionAdded::Added(v) => (v, Change::Added),
+        VersionAdded::Changed(v) => (v, Change::Changed),
+        VersionAdded::Unchanged(v) => (v, Change::Unchanged),
+    })
 }
 
 impl Service<'_> {
@@ -139,14 +140,18 @@ impl Service<'_> {
 
     /// `pause` and `unpause`.
     pub fn set_paused(&self, dag_id: &str, paused: bool) -> Result<PauseChange, ServiceError> {
-        let mut record = dag_record(self.store(), dag_id)?;
-        if record.paused == paused {
-            return Ok(PauseChange { dag_id: dag_id.to_string(), paused, changed: false });
+        dag_record(self.store(), dag_id)?;
+        // The flag alone changes, atomically: the scheduler writes the same record.
+        let changed = std::cell::Cell::new(false);
+        self.store().update_dag(dag_id, |record| {
+            let record = record?;
+            changed.set(record.paused != paused);
+            Some(DagRecord { paused, ..record })
+        })?;
+        if changed.get() {
+            self.host.dags_changed();
         }
-        record.paused = paused;
-        self.store().put_dag(&record)?;
-        self.host.dags_changed();
-        Ok(PauseChange { dag_id: dag_id.to_string(), paused, changed: true })
+        Ok(PauseChange { dag_id: dag_id.to_string(), paused, changed: changed.get() })
     }
 
     /// Whether a DAG is paused (false for one the store does not know).

@@ -6,7 +6,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::Service;
+use super::{check_name, NameKind, Service};
 use crate::logs::is_end_line;
 use crate::protocol::{AttemptLog, ServiceError};
 use crate::state::attempt_log_path;
@@ -26,6 +26,9 @@ pub fn attempts_with_logs(logs_dir: &Path, dag_id: &str, run_id: &str, task_id: 
 
 /// An attempt's log (the latest when `attempt` is `None`) in the logs folder `logs_dir`.
 pub fn read_log(logs_dir: &Path, dag_id: &str, run_id: &str, task_id: &str, attempt: Option<u32>) -> Result<AttemptLog, ServiceError> {
+    check_name(NameKind::Dag, dag_id)?;
+    check_name(NameKind::Run, run_id)?;
+    check_name(NameKind::Task, task_id)?;
     let available = attempts_with_logs(logs_dir, dag_id, run_id, task_id);
     let attempt = match (attempt, available.last()) {
         (Some(n), _) if available.contains(&n) => n,

@@ -56,6 +56,11 @@ pub trait Host {
     fn is_active(&self, dag_id: &str, run_id: &str) -> bool;
     /// Cancels a run being executed; false when it is not.
     fn cancel_active(&self, dag_id: &str, run_id: &str) -> bool;
+    /// Calls `change` while nobody executes the run and nobody can start to (a server holds the
+    /// lock under which it starts runs); false, without calling it, when the run is being
+    /// executed. Clearing and cancelling an idle run go through here, so a run the scheduler is
+    /// starting is never changed underneath its loop.
+    fn while_idle(&self, dag_id: &str, run_id: &str, change: &mut dyn FnMut()) -> bool;
     /// DAG versions or pause states changed.
     fn dags_changed(&self);
     /// Runs were queued.
@@ -100,6 +105,11 @@ impl Host for HomeHost<'_> {
     fn cancel_active(&self, _: &str, _: &str) -> bool {
         false
     }
+    fn while_idle(&self, _: &str, _: &str, change: &mut dyn FnMut()) -> bool {
+        // This process holds the home, and it executes no run while it answers.
+        change();
+        true
+    }
     fn dags_changed(&self) {}
     fn runs_queued(&self) {}
 }
@@ -125,8 +135,68 @@ impl<'a> Service<'a> {
     }
 }
 
+/// What a name in a request names, for [`check_name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// A DAG id.
+    Dag,
+    /// A run id.
+    Run,
+    /// A task id.
+    Task,
+}
+
+/// The longest name a request may carry: a file name's limit, since DAG, run and task ids become
+/// folder names under `logs/` and `work/`.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Checks a name a request carries against the id grammar, before any path is built from it: DAG
+/// and task ids are lower-case letters, digits, `_` and `-` (what compile accepts); run ids also
+/// hold upper-case letters, `.`, `:` and `+` (`manual__2024-03-01T00:00:00Z.2`), but never start
+/// with `.`. So no request can name a file outside the home (`..`, `/`).
+pub fn check_name(kind: NameKind, name: &str) -> Result<(), ServiceError> {
+    let (what, allowed, grammar): (&str, fn(char) -> bool, &str) = match kind {
+        NameKind::Dag => ("DAG id", |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-', "lower-case letters, digits, \"_\" and \"-\""),
+        NameKind::Task => ("task id", |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-', "lower-case letters, digits, \"_\" and \"-\""),
+        NameKind::Run => ("run id", |c| c.is_ascii_alphanumeric() || "_-.:+".contains(c), "letters, digits, \"_\", \"-\", \".\", \":\" and \"+\", not starting with \".\""),
+    };
+    let shown: String = name.chars().take(80).collect::<String>().escape_debug().to_string();
+    let ok = !name.is_empty() && name.len() <= MAX_NAME_BYTES && name.chars().all(allowed) && !name.starts_with('.');
+    if ok {
+        return Ok(());
+    }
+    Err(ServiceError::bad_request(format!(
+        "invalid {what} \"{shown}{}\": {what}s hold only {grammar}, at most {MAX_NAME_BYTES} bytes; `flowctl status` lists the DAGs and their runs",
+        if name.chars().count() > 80 { "..." } else { "" }
+    )))
+}
+
+/// Every name `request` carries, checked.
+fn check_names(request: &Request) -> Result<(), ServiceError> {
+    let (dag, run, tasks): (Option<&str>, Option<&str>, Vec<&str>) = match request {
+        Request::Apply { .. } | Request::Dags => (None, None, Vec::new()),
+        Request::Runs { dag } | Request::Trigger { dag, .. } | Request::Pause { dag, .. } | Request::Backfill { dag, .. } | Request::Next { dag, .. } => {
+            (Some(dag), None, Vec::new())
+        }
+        Request::Run { dag, run } | Request::Cancel { dag, run } => (Some(dag), Some(run), Vec::new()),
+        Request::Logs { dag, run, task, .. } => (Some(dag), Some(run), vec![task.as_str()]),
+        Request::Clear { dag, run, tasks, .. } => (Some(dag), Some(run), tasks.iter().map(String::as_str).collect()),
+    };
+    if let Some(dag) = dag {
+        check_name(NameKind::Dag, dag)?;
+    }
+    if let Some(run) = run {
+        check_name(NameKind::Run, run)?;
+    }
+    for task in tasks {
+        check_name(NameKind::Task, task)?;
+    }
+    Ok(())
+}
+
 /// Answers a request with the operation it names.
 pub fn handle(host: &dyn Host, request: &Request) -> Answer {
+    check_names(request)?;
     let service = Service::new(host);
     match request {
         Request::Apply { paths } => service.apply(paths).map(Reply::Applied),

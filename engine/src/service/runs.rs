@@ -31,12 +31,17 @@ impl Service<'_> {
 
     /// `clear`: resets the selected tasks of a run and queues it again.
     pub fn clear(&self, dag_id: &str, run_id: &str, selection: &Selection) -> Result<Cleared, ServiceError> {
+        let active = || ServiceError::from(RunError::Active { dag_id: dag_id.to_string(), run_id: run_id.to_string() });
         if self.host.is_active(dag_id, run_id) {
-            return Err(RunError::Active { dag_id: dag_id.to_string(), run_id: run_id.to_string() }.into());
+            return Err(active());
         }
         let stored = self.stored_run(dag_id, run_id)?;
         let dag = load_version(self.store(), dag_id, stored.dag_version, self.registry())?;
-        let tasks = runs::clear(self.store(), &dag, run_id, selection)?;
+        let mut cleared = None;
+        if !self.host.while_idle(dag_id, run_id, &mut || cleared = Some(runs::clear(self.store(), &dag, run_id, selection))) {
+            return Err(active());
+        }
+        let tasks = cleared.ok_or_else(active)??;
         if !tasks.is_empty() {
             self.host.runs_queued();
         }
@@ -55,7 +60,14 @@ impl Service<'_> {
             return Ok(answer(CancelOutcome::Cancelling, stored.state));
         }
         let dag = load_version(self.store(), dag_id, stored.dag_version, self.registry())?;
-        let run = runs::cancel_idle(self.store(), &dag, run_id)?;
+        let mut cancelled = None;
+        if !self.host.while_idle(dag_id, run_id, &mut || cancelled = Some(runs::cancel_idle(self.store(), &dag, run_id))) {
+            // It started meanwhile: cancel it where it runs.
+            let outcome = if self.host.cancel_active(dag_id, run_id) { CancelOutcome::Cancelling } else { CancelOutcome::AlreadyEnded };
+            let state = self.stored_run(dag_id, run_id)?.state;
+            return Ok(answer(outcome, state));
+        }
+        let run = cancelled.ok_or_else(|| ServiceError::unavailable("the run could not be cancelled"))??;
         Ok(answer(CancelOutcome::Cancelled, run.state))
     }
 
@@ -94,8 +106,10 @@ impl Service<'_> {
                     let run_id = runs::run_id_for(Trigger::Backfill, interval.start);
                     let existing = store.run(dag_id, &run_id)?;
                     let failed = existing.as_ref().is_some_and(|r| r.state == RunState::Failed);
-                    if rerun_failed && failed && !self.host.is_active(dag_id, &run_id) {
-                        runs::clear(store, &dag, &run_id, &Selection { failed_only: true, ..Selection::default() })?;
+                    let mut cleared = None;
+                    let selection = Selection { failed_only: true, ..Selection::default() };
+                    if rerun_failed && failed && self.host.while_idle(dag_id, &run_id, &mut || cleared = Some(runs::clear(store, &dag, &run_id, &selection))) {
+                        cleared.transpose()?;
                         (run_id, BackfillAction::Rerun)
                     } else {
                         (run_id, BackfillAction::Kept(existing.map(|r| r.state)))

@@ -26,6 +26,13 @@ pub enum HomeError {
         /// When it took the lock.
         since: String,
     },
+    /// Another process holds the home and has not yet written who it is (it took the lock a
+    /// moment ago).
+    #[error("home {path} is in use by another flowctl process that is starting (it has not written its name into {path}/lock yet); wait for it to finish or stop it, or use another --home", path = .path.display())]
+    InUseStarting {
+        /// The home.
+        path: PathBuf,
+    },
     /// The folder could not be created or read.
     #[error("cannot use home {path}: {source}; check that the folder is writable, or choose another with --home", path = .path.display())]
     Io {
@@ -47,7 +54,7 @@ pub enum HomeError {
 const DEAD_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Whether a process runs (a zombie does not: it only waits to be reaped).
-fn is_alive(pid: u32) -> bool {
+pub fn is_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
 }
@@ -105,14 +112,19 @@ impl Home {
                 Err((mut locked, _)) => {
                     let mut text = String::new();
                     let _ = locked.rewind().and_then(|_| locked.read_to_string(&mut text));
-                    let holder: LockHolder = serde_json::from_str(&text).unwrap_or(LockHolder {
-                        pid: 0,
-                        command: "unknown command".into(),
-                        since: "unknown time".into(),
-                    });
+                    let in_time = std::time::Instant::now() < deadline;
+                    let Ok(holder) = serde_json::from_str::<LockHolder>(&text) else {
+                        // The holder took the lock a moment ago and is writing who it is.
+                        if in_time {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                            file = locked;
+                            continue;
+                        }
+                        return Err(HomeError::InUseStarting { path: root.to_path_buf() });
+                    };
                     // The holder died (kill -9) while it was starting a process: that child holds
                     // a copy of the lock until it execs or exits, a moment later.
-                    if holder.pid != 0 && !is_alive(holder.pid) && std::time::Instant::now() < deadline {
+                    if !is_alive(holder.pid) && in_time {
                         std::thread::sleep(std::time::Duration::from_millis(10));
                         file = locked;
                         continue;

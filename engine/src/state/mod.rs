@@ -10,7 +10,7 @@ mod model;
 mod store;
 mod alerts;
 
-pub use home::{attempt_log_path, Home, HomeError};
+pub use home::{attempt_log_path, is_alive, Home, HomeError};
 pub use model::{DagRecord, DagRun, DagVersion, RunState, TaskInstance, Trigger};
-pub use store::{Store, StoreError, Write};
+pub use store::{Store, StoreError, VersionAdded, Write};
 pub use alerts::{AlertDelivery, AlertStore, Channel, DeliveryState, ALERTS_TREE};

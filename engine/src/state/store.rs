@@ -51,6 +51,17 @@ pub enum StoreError {
     },
 }
 
+/// What [`Store::add_dag_version`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionAdded {
+    /// The first version of a DAG the store had not seen.
+    Added(u64),
+    /// A new version of a known DAG.
+    Changed(u64),
+    /// The latest version holds the same source: nothing stored.
+    Unchanged(u64),
+}
+
 /// One change in a batch.
 #[derive(Debug, Clone)]
 pub enum Write {
@@ -75,6 +86,12 @@ pub enum Write {
 }
 
 /// The embedded store.
+///
+/// Several threads of one process write to it at once (the API's requests, the scheduler, every
+/// run's loop). Changes that read a record and write it back go through a compare-and-swap
+/// ([`Store::create_run`], [`Store::update_dag`], [`Store::add_dag_version`]) or, for the
+/// read-decide-write sequences on ended runs (clear, cancel, retention), hold
+/// [`Store::run_edits`], so no two of them interleave and no write is lost.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -83,6 +100,7 @@ pub struct Store {
     versions: sled::Tree,
     runs: sled::Tree,
     path: String,
+    edits: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 fn run_key(dag_id: &str, run_id: &str) -> Vec<u8> {
@@ -118,6 +136,7 @@ impl Store {
             runs: db.open_tree("runs").map_err(err)?,
             db,
             path: shown.clone(),
+            edits: Default::default(),
         };
         match store.meta.get("schema_version").map_err(err)? {
             Some(bytes) => {
@@ -201,29 +220,70 @@ impl Store {
             .map_err(|e| self.sled(e))
     }
 
-    /// Stores a new version of a DAG and makes it the latest, durably; the DAG's other settings
-    /// (paused, schedule position) are kept.
-    pub fn put_dag_version(&self, version: &DagVersion) -> Result<(), StoreError> {
-        self.versions
-            .insert(version_key(&version.dag_id, version.version), Self::encode(version))
-            .map_err(|e| self.sled(e))?;
-        let record = match self.dag(&version.dag_id)? {
-            Some(existing) => DagRecord { latest_version: version.version, ..existing },
-            None => DagRecord {
-                dag_id: version.dag_id.clone(),
-                latest_version: version.version,
-                paused: false,
-                last_scheduled_end: None,
-            },
-        };
-        self.dags.insert(version.dag_id.as_bytes(), Self::encode(&record)).map_err(|e| self.sled(e))?;
-        self.flush()
+    /// Adds a version of DAG `dag_id` and makes it the latest, durably, unless `same` says the
+    /// latest version already holds this source. `make` builds the version from its number. The
+    /// number is claimed with a compare-and-swap on the version's key, and the DAG's record moves
+    /// to it with another, so two applies at once get two versions, each with its own source, and
+    /// the DAG's other settings (paused, schedule position) are kept. Returns the version runs
+    /// should record, and whether it is new (with whether the DAG existed before).
+    pub fn add_dag_version(
+        &self,
+        dag_id: &str,
+        same: impl Fn(&DagVersion) -> bool,
+        make: impl Fn(u64) -> DagVersion,
+    ) -> Result<VersionAdded, StoreError> {
+        loop {
+            let current = self.dag(dag_id)?;
+            if let Some(record) = &current {
+                if let Some(latest) = self.dag_version(dag_id, record.latest_version)? {
+                    if same(&latest) {
+                        return Ok(VersionAdded::Unchanged(latest.version));
+                    }
+                }
+            }
+            let number = current.as_ref().map_or(1, |r| r.latest_version + 1);
+            let claimed = self
+                .versions
+                .compare_and_swap(version_key(dag_id, number), None::<&[u8]>, Some(Self::encode(&make(number))))
+                .map_err(|e| self.sled(e))?;
+            if claimed.is_err() {
+                // Another apply took this number first and is moving the record to it: look again.
+                std::thread::yield_now();
+                continue;
+            }
+            self.update_dag(dag_id, |record| {
+                Some(match record {
+                    Some(existing) => DagRecord { latest_version: existing.latest_version.max(number), ..existing },
+                    None => DagRecord { dag_id: dag_id.to_string(), latest_version: number, paused: false, last_scheduled_end: None },
+                })
+            })?;
+            return Ok(if current.is_some() { VersionAdded::Changed(number) } else { VersionAdded::Added(number) });
+        }
     }
 
-    /// Updates a DAG's record (pause), durably.
-    pub fn put_dag(&self, record: &DagRecord) -> Result<(), StoreError> {
-        self.dags.insert(record.dag_id.as_bytes(), Self::encode(record)).map_err(|e| self.sled(e))?;
-        self.flush()
+    /// Changes a DAG's record atomically and durably: `change` gets the record as stored now and
+    /// returns the new one (`None` leaves it as it is), and is called again if another writer
+    /// changed the record meanwhile. Returns the record as written (or as found, when unchanged).
+    pub fn update_dag(&self, dag_id: &str, change: impl Fn(Option<DagRecord>) -> Option<DagRecord>) -> Result<Option<DagRecord>, StoreError> {
+        loop {
+            let old = self.dags.get(dag_id).map_err(|e| self.sled(e))?;
+            let record: Option<DagRecord> = old.as_ref().map(|bytes| Self::decode(dag_id.as_bytes(), bytes)).transpose()?;
+            let Some(new) = change(record.clone()) else { return Ok(record) };
+            if record.as_ref() == Some(&new) {
+                return Ok(record);
+            }
+            let swapped = self.dags.compare_and_swap(dag_id, old, Some(Self::encode(&new))).map_err(|e| self.sled(e))?;
+            if swapped.is_ok() {
+                self.flush()?;
+                return Ok(Some(new));
+            }
+        }
+    }
+
+    /// The lock that read-decide-write sequences on runs no loop executes (clear, cancel of an
+    /// idle run, retention) hold, so they never interleave.
+    pub fn run_edits(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.edits.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A DAG's record.
