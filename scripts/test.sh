@@ -11,50 +11,20 @@ echo "== toolchain"
 cargo --version
 rustc --version
 
-# The alert tests talk to a real SMTP server on loopback: Python's aiosmtpd, pinned, in a
-# virtualenv kept beside the build cache (so `cargo clean` keeps it). The tests find it through
-# FLOWCTL_TEST_PYTHON and fail, saying to run this script, when it is missing.
-AIOSMTPD_VERSION=1.4.6
-FLOWCTL_VENV="${FLOWCTL_VENV:-$HOME/.cache/flowctl-venv}"
-echo "== python test tools (aiosmtpd ${AIOSMTPD_VERSION} in ${FLOWCTL_VENV})"
-if ! "${FLOWCTL_VENV}/bin/python" -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ != '${AIOSMTPD_VERSION}')" 2>/dev/null; then
-  python3 -m venv "${FLOWCTL_VENV}"
-  "${FLOWCTL_VENV}/bin/python" -m pip install --quiet --disable-pip-version-check "aiosmtpd==${AIOSMTPD_VERSION}"
-fi
+# What the tests need, installed where missing (scripts/install-deps.sh, shared with
+# scripts/local-pipeline.sh): the virtualenv with aiosmtpd (the alert tests' SMTP server),
+# moto[server] (the AWS tests' API, with boto3 as the independent client) and awscli (the S3
+# benchmark's comparison), each pinned; Debian's PostgreSQL and MariaDB server programs, which
+# tests/util/databases.rs starts in temporary folders. The tests find the virtualenv's programs
+# through FLOWCTL_TEST_PYTHON, FLOWCTL_TEST_MOTO and FLOWCTL_TEST_AWS_CLI, and fail, saying to run
+# this script, when something is missing.
+export FLOWCTL_VENV="${FLOWCTL_VENV:-$HOME/.cache/flowctl-venv}"
+echo "== what the tests need (scripts/install-deps.sh)"
+scripts/install-deps.sh python databases
 export FLOWCTL_TEST_PYTHON="${FLOWCTL_VENV}/bin/python"
-"${FLOWCTL_TEST_PYTHON}" -c "import aiosmtpd; print('aiosmtpd', aiosmtpd.__version__)"
-
-# The S3 tests and benchmark run against moto_server in the same virtualenv: moto[server] pinned
-# (5.2.5 is the first whose CompleteMultipartUpload reply the Rust SDK reads), boto3 (which comes
-# with it) as the independent client, and the aws CLI, pinned, for the benchmark's comparison.
-# The tests find them through FLOWCTL_TEST_MOTO and FLOWCTL_TEST_AWS_CLI.
-MOTO_VERSION=5.2.5
-AWSCLI_VERSION=1.46.3
-echo "== moto ${MOTO_VERSION} and awscli ${AWSCLI_VERSION} in ${FLOWCTL_VENV}"
-if ! "${FLOWCTL_VENV}/bin/python" -c "import sys, importlib.metadata as m; sys.exit(m.version('moto') != '${MOTO_VERSION}' or m.version('awscli') != '${AWSCLI_VERSION}' or m.version('flask') is None)" 2>/dev/null; then
-  "${FLOWCTL_VENV}/bin/python" -m pip install --quiet --disable-pip-version-check "moto[server]==${MOTO_VERSION}" "awscli==${AWSCLI_VERSION}"
-fi
 export FLOWCTL_TEST_MOTO="${FLOWCTL_VENV}/bin/moto_server"
 export FLOWCTL_TEST_AWS_CLI="${FLOWCTL_VENV}/bin/aws"
-"${FLOWCTL_TEST_PYTHON}" -c "import moto, boto3; print('moto', moto.__version__, 'boto3', boto3.__version__)"
-
-# The SQL tests (tests/sql.rs) and the sql_load benchmark start a real PostgreSQL and a real
-# MariaDB of their own in temporary folders (tests/util/databases.rs): they need Debian's server
-# binaries (/usr/lib/postgresql/<version>/bin/initdb and postgres; mariadbd and
-# mariadb-install-db) and fail, saying to run this script, when they are missing. No service is
-# started or configured here.
-echo "== database servers for the SQL tests (postgresql, mariadb-server)"
-db_packages=()
-compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || db_packages+=(postgresql)
-{ command -v mariadbd || [ -x /usr/sbin/mariadbd ]; } >/dev/null 2>&1 || db_packages+=(mariadb-server)
-if [ "${#db_packages[@]}" -gt 0 ]; then
-  as_root=()
-  [ "$(id -u)" -eq 0 ] || as_root=(sudo)
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${db_packages[@]}" >/dev/null
-fi
-ls /usr/lib/postgresql/*/bin/postgres
-{ command -v mariadbd || ls /usr/sbin/mariadbd; } 2>/dev/null
+"${FLOWCTL_TEST_PYTHON}" -c "import aiosmtpd, boto3, moto; print('aiosmtpd', aiosmtpd.__version__, 'moto', moto.__version__, 'boto3', boto3.__version__)"
 
 echo "== build"
 cargo build --workspace --all-targets --locked
