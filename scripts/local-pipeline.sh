@@ -4,8 +4,10 @@
 #
 #   scripts/local-pipeline.sh [QUARTER] [--keep]
 #
-# QUARTER defaults to 2024Q1. It builds flowctl (debug; set FLOWCTL_BIN to use another binary),
-# starts the stand-ins in a temporary folder (scripts/standins/start.sh: moto, MariaDB,
+# QUARTER defaults to 2024Q1. It installs what the stand-ins need where it is missing
+# (scripts/install-deps.sh, as scripts/test.sh does: the virtualenv with moto and aiosmtpd,
+# Debian's MariaDB and PostgreSQL programs), builds flowctl (debug; set FLOWCTL_BIN to use another
+# binary), starts the stand-ins in a temporary folder (scripts/standins/start.sh: moto, MariaDB,
 # PostgreSQL, the loan site, an SMTP server), points the connections at them
 # (dags/profiles/local.env), runs the DAG with `flowctl run`, prints `flowctl status`, what the
 # stand-ins were asked to do and the MySQL row counts, and stops the stand-ins on the way out.
@@ -24,6 +26,9 @@ for arg in "$@"; do
     *) echo "usage: scripts/local-pipeline.sh [QUARTER like 2024Q1] [--keep]" >&2; exit 2 ;;
   esac
 done
+
+echo "== what the stand-ins need (scripts/install-deps.sh)"
+scripts/install-deps.sh python databases
 
 if [ -n "${FLOWCTL_BIN:-}" ]; then
   flowctl=$FLOWCTL_BIN

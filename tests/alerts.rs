@@ -13,130 +13,15 @@ mod util;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use util::{Cmd, Run, TempHome};
+use util::smtp::{Smtp, SmtpOptions};
+use util::{free_port as closed_port, setup_with_scratch, task_in};
 
 // ---------------------------------------------------------------------------------------------
-// The SMTP server
-
-/// The Python that has aiosmtpd: `$FLOWCTL_TEST_PYTHON`, else the virtualenv scripts/test.sh makes.
-fn python() -> PathBuf {
-    let path = match std::env::var_os("FLOWCTL_TEST_PYTHON").filter(|p| !p.is_empty()) {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            PathBuf::from(home).join(".cache/flowctl-venv/bin/python")
-        }
-    };
-    assert!(
-        path.is_file(),
-        "the alert tests need a Python with aiosmtpd at {}, and there is none: run scripts/test.sh once (it creates \
-         the virtualenv and installs aiosmtpd), or point FLOWCTL_TEST_PYTHON at such a Python",
-        path.display()
-    );
-    path
-}
-
-/// A message the SMTP server accepted.
-#[derive(Debug, serde::Deserialize)]
-struct Mail {
-    rcpt_tos: Vec<String>,
-    subject: String,
-    from: String,
-    body: String,
-    tls: bool,
-    login: Option<String>,
-}
-
-/// What the SMTP server asks of its clients.
-#[derive(Default)]
-struct SmtpOptions<'a> {
-    /// A certificate and key: the server offers STARTTLS and requires it.
-    tls: Option<(&'a Path, &'a Path)>,
-    /// A user and password the server requires (over TLS).
-    login: Option<(&'a str, &'a str)>,
-}
-
-/// aiosmtpd on 127.0.0.1, stopped when dropped.
-struct SmtpServer {
-    child: Child,
-    _stdin: ChildStdin,
-    port: u16,
-    maildir: PathBuf,
-}
-
-impl SmtpServer {
-    fn start(dir: &Path, options: SmtpOptions<'_>) -> SmtpServer {
-        let maildir = dir.join(format!("mail-{}", std::process::id()));
-        let maildir = (1..).map(|n| maildir.with_extension(n.to_string())).find(|p| !p.exists()).expect("a free folder name");
-        let script = util::repo_root().join("tests/support/smtp_server.py");
-        let mut command = Command::new(python());
-        command.arg(&script).arg("--maildir").arg(&maildir);
-        if let Some((cert, key)) = options.tls {
-            command.arg("--cert").arg(cert).arg("--key").arg(key);
-        }
-        if let Some((user, password)) = options.login {
-            command.arg("--user").arg(user).env("FLOWCTL_TEST_SMTP_PASSWORD", password);
-        }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}; run scripts/test.sh", python().display()));
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut stderr = child.stderr.take().expect("stderr");
-        // The server prints its port once it listens; a server that dies first closes stdout.
-        let mut first = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut first);
-        let Some(port) = first.strip_prefix("listening ").and_then(|p| p.trim().parse::<u16>().ok()) else {
-            let _ = child.kill();
-            let mut err = String::new();
-            let _ = stderr.read_to_string(&mut err);
-            panic!(
-                "the test SMTP server did not start (is aiosmtpd installed? run scripts/test.sh):\nstdout: {first}\nstderr: {err}"
-            );
-        };
-        // Ready means it answers: read the 220 greeting.
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the test SMTP server");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-        let mut greeting = [0u8; 3];
-        stream.read_exact(&mut greeting).expect("read the SMTP greeting");
-        assert_eq!(&greeting, b"220", "the test SMTP server's greeting");
-        let _ = stream.write_all(b"QUIT\r\n");
-        SmtpServer { child, _stdin: stdin, port, maildir }
-    }
-
-    /// The messages accepted so far, in order.
-    fn messages(&self) -> Vec<Mail> {
-        let Ok(entries) = std::fs::read_dir(&self.maildir) else { return Vec::new() };
-        let mut files: Vec<PathBuf> =
-            entries.map(|e| e.expect("entry").path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
-        files.sort();
-        files
-            .iter()
-            .map(|f| serde_json::from_str(&std::fs::read_to_string(f).expect("read message")).expect("message JSON"))
-            .collect()
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port on which nothing listens (bound, then released).
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
-}
+// The SMTP server (util::smtp)
 
 /// A self-signed certificate for 127.0.0.1 and localhost: (cert.pem, key.pem) in `dir`.
 fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
@@ -232,35 +117,9 @@ fn read_request(stream: &TcpStream) -> Option<Posted> {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn setup() -> (TempHome, Cmd) {
-    let (home, cmd) = util::setup();
-    std::fs::create_dir_all(home.scratch()).expect("scratch folder");
-    std::fs::create_dir_all(home.path()).expect("home folder");
-    let cmd = cmd.env("SCRATCH", home.scratch().to_str().expect("UTF-8 path"));
-    (home, cmd)
-}
-
-/// Writes `<home>/config.yaml`.
-fn write_config(home: &TempHome, text: &str) {
-    std::fs::write(home.path().join("config.yaml"), text).expect("write config");
-}
-
 /// An smtp: section for a plain server on `port`.
 fn plain_smtp(port: u16) -> String {
     format!("smtp:\n  host: 127.0.0.1\n  port: {port}\n  tls: none\n  from: flowctl <flowctl@example.com>\n")
-}
-
-fn run_id(run: &Run) -> String {
-    let first = run.stdout.lines().next().unwrap_or_default();
-    first.split_whitespace().nth(1).unwrap_or_else(|| panic!("no run id in: {}", run.stdout)).to_string()
-}
-
-fn status_json(cmd: &Cmd, dag: &str, run: &str) -> Value {
-    cmd.json(["status", dag, run, "--output", "json"])
-}
-
-fn task<'a>(status: &'a Value, id: &str) -> &'a Value {
-    status["tasks"].as_array().expect("tasks").iter().find(|t| t["task_id"] == id).unwrap_or_else(|| panic!("no task {id}"))
 }
 
 /// The run's duration as recorded, from `status --output json`.
@@ -298,13 +157,13 @@ tasks:
 
 #[test]
 fn a_failing_task_sends_one_email_to_its_recipients_with_the_log_tail() {
-    let (home, cmd) = setup();
-    let smtp = SmtpServer::start(&home.scratch(), SmtpOptions::default());
-    write_config(&home, &format!("{}alerts:\n  ui_url: https://flowctl.example.com/\n", plain_smtp(smtp.port)));
+    let (home, cmd) = setup_with_scratch();
+    let smtp = Smtp::start(&home.scratch(), SmtpOptions::default());
+    home.write_config(&format!("{}alerts:\n  ui_url: https://flowctl.example.com/\n", plain_smtp(smtp.port)));
     let dag = home.write("fail.yaml", FAILING);
     let run = cmd.run(["run", dag.to_str().expect("path"), "--date", "2024-03-01"]);
     run.expect_code(1);
-    let id = run_id(&run);
+    let id = run.run_id();
     assert!(run.stdout.contains("alerts: 1 sent\n"), "{}", run.stdout);
 
     let mail = smtp.messages();
@@ -333,12 +192,12 @@ fn a_failing_task_sends_one_email_to_its_recipients_with_the_log_tail() {
     assert!(mail.body.contains(&format!("Last 50 lines of the attempt log:\n\n{tail}")), "{}", mail.body);
     assert!(mail.body.contains("| row-60\n") && !mail.body.contains("| row-01\n"), "{}", mail.body);
 
-    let status = status_json(&cmd, "al_fail", &id);
-    let alerts = task(&status, "load")["alerts"].as_array().expect("alerts of load").clone();
+    let status = cmd.status("al_fail", &id);
+    let alerts = task_in(&status, "load")["alerts"].as_array().expect("alerts of load").clone();
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     assert_eq!((alerts[0]["state"].as_str(), alerts[0]["tries"].as_u64()), (Some("delivered"), Some(1)));
     assert_eq!(alerts[0]["event"], "failure");
-    assert!(task(&status, "extract")["alerts"].as_array().expect("alerts").is_empty());
+    assert!(task_in(&status, "extract")["alerts"].as_array().expect("alerts").is_empty());
     // Nothing undelivered to show.
     let text = cmd.run(["status", "al_fail", &id]);
     assert!(!text.stdout.contains("alert"), "{}", text.stdout);
@@ -346,9 +205,9 @@ fn a_failing_task_sends_one_email_to_its_recipients_with_the_log_tail() {
 
 #[test]
 fn retry_alerts_name_the_try_and_failure_alerts_wait_for_the_last_try() {
-    let (home, cmd) = setup();
-    let smtp = SmtpServer::start(&home.scratch(), SmtpOptions::default());
-    write_config(&home, &plain_smtp(smtp.port));
+    let (home, cmd) = setup_with_scratch();
+    let smtp = Smtp::start(&home.scratch(), SmtpOptions::default());
+    home.write_config(&plain_smtp(smtp.port));
     let dag = home.write(
         "retry.yaml",
         r#"dag: al_retry
@@ -371,7 +230,7 @@ tasks:
     );
     let run = cmd.run(["run", dag.to_str().expect("path")]);
     run.expect_code(0);
-    let id = run_id(&run);
+    let id = run.run_id();
     let subjects: Vec<String> = smtp.messages().into_iter().map(|m| m.subject).collect();
     assert_eq!(
         subjects,
@@ -387,28 +246,28 @@ tasks:
 
 #[test]
 fn with_smtp_down_the_run_is_unchanged_and_the_failed_delivery_is_recorded() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_with_scratch();
     let dag = home.write("fail.yaml", FAILING);
     // The same DAG with no config file: no alerts at all.
     let baseline = cmd.run(["run", dag.to_str().expect("path")]);
     baseline.expect_code(1);
-    let baseline_status = status_json(&cmd, "al_fail", &run_id(&baseline));
+    let baseline_status = cmd.status("al_fail", &baseline.run_id());
 
     let port = closed_port();
-    write_config(&home, &plain_smtp(port));
+    home.write_config(&plain_smtp(port));
     let run = cmd.run(["run", dag.to_str().expect("path")]);
     run.expect_code(1);
-    let id = run_id(&run);
-    let status = status_json(&cmd, "al_fail", &id);
+    let id = run.run_id();
+    let status = cmd.status("al_fail", &id);
     for t in ["extract", "load"] {
-        assert_eq!(task(&status, t)["state"], task(&baseline_status, t)["state"], "task {t}");
+        assert_eq!(task_in(&status, t)["state"], task_in(&baseline_status, t)["state"], "task {t}");
     }
     assert_eq!(status["run"]["state"], "failed");
     // Three tries with backoff take 3 s; the run's own recorded time does not include them.
     let took = recorded_duration(&status);
     assert!(took < Duration::from_millis(2500), "the run took {took:?}: alerts delayed it");
 
-    let alert = &task(&status, "load")["alerts"][0];
+    let alert = &task_in(&status, "load")["alerts"][0];
     assert_eq!((alert["state"].as_str(), alert["tries"].as_u64()), (Some("failed"), Some(3)), "{alert:#}");
     let connect = format!("cannot connect to the SMTP server 127.0.0.1:{port}: connection refused; check smtp.host and smtp.port in");
     assert!(alert["last_error"].as_str().is_some_and(|e| e.contains(&connect)), "{alert:#}");
@@ -442,9 +301,9 @@ const CANARY: &str = "canary-pw-5f1e9a";
 
 #[test]
 fn starttls_with_a_self_signed_certificate_works_where_the_config_trusts_it() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_with_scratch();
     let (cert, key) = self_signed(&home.scratch().join("tls"));
-    let smtp = SmtpServer::start(&home.scratch(), SmtpOptions { tls: Some((&cert, &key)), login: Some(("flowctl", CANARY)) });
+    let smtp = Smtp::start(&home.scratch(), SmtpOptions { tls: Some((&cert, &key)), login: Some(("flowctl", CANARY)) });
     let cmd = cmd.env("SMTP_PW", CANARY);
     let smtp_section = |trust: &str| {
         format!(
@@ -454,7 +313,7 @@ fn starttls_with_a_self_signed_certificate_works_where_the_config_trusts_it() {
     };
 
     // Not trusted: refused, and the message says what to set.
-    write_config(&home, &smtp_section(""));
+    home.write_config(&smtp_section(""));
     let refused = cmd.run(["alert", "test"]);
     refused.expect_code(2);
     assert!(
@@ -467,7 +326,7 @@ fn starttls_with_a_self_signed_certificate_works_where_the_config_trusts_it() {
 
     // Trusted through ca_file (relative to the config file's folder).
     std::fs::copy(&cert, home.path().join("smtp-ca.pem")).expect("copy cert");
-    write_config(&home, &smtp_section("  ca_file: smtp-ca.pem\n"));
+    home.write_config(&smtp_section("  ca_file: smtp-ca.pem\n"));
     let sent = cmd.run(["alert", "test"]);
     sent.expect_code(0);
     assert_eq!(
@@ -488,9 +347,9 @@ fn starttls_with_a_self_signed_certificate_works_where_the_config_trusts_it() {
 
 #[test]
 fn a_canary_smtp_password_never_appears_in_logs_status_mail_or_errors() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_with_scratch();
     let (cert, key) = self_signed(&home.scratch().join("tls"));
-    let smtp = SmtpServer::start(&home.scratch(), SmtpOptions { tls: Some((&cert, &key)), login: Some(("flowctl", CANARY)) });
+    let smtp = Smtp::start(&home.scratch(), SmtpOptions { tls: Some((&cert, &key)), login: Some(("flowctl", CANARY)) });
     // SMTP_PW's name does not mark it as secret: only the config's password_env does.
     let cmd = cmd.env("SMTP_PW", CANARY);
     let config = format!(
@@ -498,11 +357,11 @@ fn a_canary_smtp_password_never_appears_in_logs_status_mail_or_errors() {
         smtp.port,
         cert.display()
     );
-    write_config(&home, &config);
+    home.write_config(&config);
     let dag = home.write("canary.yaml", CANARY_DAG);
     let run = cmd.run(["run", dag.to_str().expect("path")]);
     run.expect_code(1);
-    let id = run_id(&run);
+    let id = run.run_id();
     let mail = smtp.messages();
     assert_eq!(mail.len(), 1, "the login with the canary worked: {mail:#?}");
     let log = cmd.run(["logs", "al_canary", &id, "leak"]);
@@ -519,7 +378,7 @@ fn a_canary_smtp_password_never_appears_in_logs_status_mail_or_errors() {
         failed.stderr
     );
     let wrong_run = wrong.run(["run", dag.to_str().expect("path")]);
-    let wrong_id = run_id(&wrong_run);
+    let wrong_id = wrong_run.run_id();
 
     let mut shown = vec![
         ("run stdout".to_string(), run.stdout.clone()),
@@ -549,7 +408,7 @@ fn a_canary_smtp_password_never_appears_in_logs_status_mail_or_errors() {
 
 #[test]
 fn webhooks_post_flowctl_json_and_slack_messages() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_with_scratch();
     // The first POST is answered 503: the dispatcher tries again.
     let receiver = Receiver::start(&[("/json", 503)]);
     let dag = home.write(
@@ -579,7 +438,7 @@ tasks:
     );
     let run = cmd.run(["run", dag.to_str().expect("path")]);
     run.expect_code(1);
-    let id = run_id(&run);
+    let id = run.run_id();
     let posted = receiver.received();
     let paths: Vec<&str> = posted.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths.len(), 3, "{posted:#?}");
@@ -603,16 +462,16 @@ tasks:
     assert_eq!(body["tasks"][0]["task_id"], "load");
     assert_eq!(body["tasks"][0]["state"], "failed");
 
-    let status = status_json(&cmd, "al_hooks", &id);
+    let status = cmd.status("al_hooks", &id);
     let run_alert = &status["alerts"][0];
     assert_eq!((run_alert["state"].as_str(), run_alert["tries"].as_u64()), (Some("delivered"), Some(2)), "{run_alert:#}");
     assert!(run_alert["last_error"].as_str().is_some_and(|e| e.contains("answered 503")), "{run_alert:#}");
-    assert_eq!(task(&status, "load")["alerts"][0]["state"], "delivered");
+    assert_eq!(task_in(&status, "load")["alerts"][0]["state"], "delivered");
 }
 
 #[test]
 fn a_webhook_that_refuses_is_not_retried_and_its_secret_path_is_not_shown() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_with_scratch();
     let receiver = Receiver::start(&[("/hooks/secret-path", 404)]);
     let dag = home.write(
         "refused.yaml",
@@ -623,7 +482,7 @@ fn a_webhook_that_refuses_is_not_retried_and_its_secret_path_is_not_shown() {
     );
     let run = cmd.run(["run", dag.to_str().expect("path")]);
     run.expect_code(1);
-    let id = run_id(&run);
+    let id = run.run_id();
     assert_eq!(receiver.received().len(), 1, "a 404 is final");
     let text = cmd.run(["status", "al_refused", &id]);
     let line = format!(
@@ -636,22 +495,22 @@ fn a_webhook_that_refuses_is_not_retried_and_its_secret_path_is_not_shown() {
 
 #[test]
 fn email_without_to_goes_to_the_config_recipients_and_no_recipients_is_said() {
-    let (home, cmd) = setup();
-    let smtp = SmtpServer::start(&home.scratch(), SmtpOptions::default());
+    let (home, cmd) = setup_with_scratch();
+    let smtp = Smtp::start(&home.scratch(), SmtpOptions::default());
     let dag = home.write(
         "defaults.yaml",
         "dag: al_defaults\nalerts:\n  email:\n    on: [failure]\ntasks:\n  - id: load\n    operator: shell\n    with:\n      command: exit 1\n",
     );
-    write_config(&home, &format!("{}alerts:\n  to: [team@example.com]\n", plain_smtp(smtp.port)));
+    home.write_config(&format!("{}alerts:\n  to: [team@example.com]\n", plain_smtp(smtp.port)));
     cmd.run(["run", dag.to_str().expect("path")]).expect_code(1);
     let mail = smtp.messages();
     assert_eq!(mail.len(), 1);
     assert_eq!(mail[0].rcpt_tos, ["team@example.com"]);
 
-    write_config(&home, &plain_smtp(smtp.port));
+    home.write_config(&plain_smtp(smtp.port));
     let run = cmd.run(["run", dag.to_str().expect("path")]);
     run.expect_code(1);
-    let id = run_id(&run);
+    let id = run.run_id();
     assert!(
         run.stderr.contains("warning: DAG \"al_defaults\" asks for alert emails (alerts.email in")
             && run.stderr.contains("but names no recipients"),
@@ -665,7 +524,7 @@ fn email_without_to_goes_to_the_config_recipients_and_no_recipients_is_said() {
 
 #[test]
 fn alert_test_says_plainly_what_went_wrong() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_with_scratch();
     let config = home.path().join("config.yaml");
     let run = cmd.run(["alert", "test", "--to", "me@example.com"]);
     run.expect_code(2);
@@ -674,12 +533,12 @@ fn alert_test_says_plainly_what_went_wrong() {
         format!("error: there is no config file ({}), so no email can be sent; add an smtp: section with host and from (see docs/config.md)\n", config.display())
     );
 
-    write_config(&home, "alerts:\n  to: [me@example.com]\n");
+    home.write_config("alerts:\n  to: [me@example.com]\n");
     let run = cmd.run(["alert", "test"]);
     run.expect_code(2);
     assert!(run.stderr.starts_with(&format!("error: {} has no `smtp:` section", config.display())), "{}", run.stderr);
 
-    write_config(&home, "smtp:\n  host: 127.0.0.1\n  prot: 25\n  from: flowctl@example.com\n");
+    home.write_config("smtp:\n  host: 127.0.0.1\n  prot: 25\n  from: flowctl@example.com\n");
     let run = cmd.run(["alert", "test", "--to", "me@example.com"]);
     run.expect_code(2);
     assert_eq!(
@@ -691,18 +550,18 @@ fn alert_test_says_plainly_what_went_wrong() {
     );
 
     let port = closed_port();
-    write_config(&home, &plain_smtp(port));
+    home.write_config(&plain_smtp(port));
     let run = cmd.run(["alert", "test", "--to", "me@example.com"]);
     run.expect_code(2);
     assert!(run.stderr.starts_with(&format!("error: cannot send the test message: cannot connect to the SMTP server 127.0.0.1:{port}: connection refused; check smtp.host and smtp.port in {}", config.display())), "{}", run.stderr);
 
-    write_config(&home, &format!("smtp:\n  host: 127.0.0.1\n  port: {port}\n  username: flowctl\n  password_env: FLOWCTL_TEST_UNSET_PW\n  from: flowctl@example.com\n"));
+    home.write_config(&format!("smtp:\n  host: 127.0.0.1\n  port: {port}\n  username: flowctl\n  password_env: FLOWCTL_TEST_UNSET_PW\n  from: flowctl@example.com\n"));
     let run = cmd.run(["alert", "test", "--to", "me@example.com"]);
     run.expect_code(2);
     assert!(run.stderr.contains("smtp.password_env in") && run.stderr.contains("names the environment variable FLOWCTL_TEST_UNSET_PW, which is not set"), "{}", run.stderr);
 
     // --config names another file; a run with a broken config stops before it starts.
-    let smtp = SmtpServer::start(&home.scratch(), SmtpOptions::default());
+    let smtp = Smtp::start(&home.scratch(), SmtpOptions::default());
     let other = home.write("other.yaml", &plain_smtp(smtp.port));
     let run = cmd.run(["--config", other.to_str().expect("path"), "alert", "test", "--to", "me@example.com"]);
     run.expect_code(0);
@@ -762,7 +621,7 @@ fn an_event_seen_again_or_after_a_restart_is_sent_once() {
 
 #[test]
 fn a_server_that_never_answers_holds_flowctl_run_about_ten_seconds_at_most() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_with_scratch();
     // Accepts connections and never says a word; the connections stay open.
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();
@@ -772,17 +631,17 @@ fn a_server_that_never_answers_holds_flowctl_run_about_ten_seconds_at_most() {
             open.push(stream);
         }
     });
-    write_config(&home, &plain_smtp(port));
+    home.write_config(&plain_smtp(port));
     let dag = home.write("fail.yaml", FAILING);
     let started = std::time::Instant::now();
     let run = cmd.run(["run", dag.to_str().expect("path")]);
     let waited = started.elapsed();
     run.expect_code(1);
     assert!(waited < Duration::from_secs(20), "flowctl run took {waited:?}; its wait for alerts is bounded at 10 s");
-    let id = run_id(&run);
-    let status = status_json(&cmd, "al_fail", &id);
+    let id = run.run_id();
+    let status = cmd.status("al_fail", &id);
     assert!(recorded_duration(&status) < Duration::from_millis(2500), "{status:#}");
-    let alert = &task(&status, "load")["alerts"][0];
+    let alert = &task_in(&status, "load")["alerts"][0];
     assert_eq!(alert["state"], "failed", "{alert:#}");
     assert_eq!(
         alert["last_error"], "flowctl stopped waiting for it when it exited (its first try had not finished)",

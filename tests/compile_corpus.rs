@@ -133,17 +133,7 @@ fn error_lines_are_recognised() {
 
 /// The YAML files under `dir`, recursively, sorted.
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read folder") {
-        let path = entry.expect("read a folder entry").path();
-        if path.is_dir() {
-            files.extend(yaml_files(&path));
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            files.push(path);
-        }
-    }
-    files.sort();
-    files
+    util::files_ending(dir, &["yaml", "yml"])
 }
 
 #[test]

@@ -134,16 +134,10 @@ fn connection_secrets_are_masked_in_task_logs_errors_and_status() {
     assert_no_canary("flowctl status", &status.stdout);
 }
 
+/// Every file under `dir` with its text.
 fn collect_files(dir: &Path) -> Vec<(std::path::PathBuf, String)> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(collect_files(&path));
-        } else {
-            out.push((path.clone(), std::fs::read_to_string(&path).unwrap_or_default()));
-        }
-    }
-    out
+    util::files_under(dir).into_iter().map(|path| {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        (path, text)
+    }).collect()
 }

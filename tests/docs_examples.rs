@@ -18,21 +18,6 @@ struct Block {
     text: String,
 }
 
-fn markdown_files(dir: &Path, found: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("folder entry").path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            markdown_files(&path, found);
-        } else if path.extension().is_some_and(|e| e == "md") {
-            found.push(path);
-        }
-    }
-}
-
 /// Whether a fence line opens a YAML block: "```yaml", optionally followed by attributes.
 fn opens_yaml(fence: &str) -> bool {
     fence.strip_prefix("```yaml").is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
@@ -85,8 +70,7 @@ fn is_whole_dag(text: &str) -> bool {
 
 fn doc_blocks() -> Vec<Block> {
     let root = util::repo_root();
-    let mut files = Vec::new();
-    markdown_files(&root.join("docs"), &mut files);
+    let files = util::files_ending(&root.join("docs"), &["md"]);
     assert!(!files.is_empty(), "no Markdown files found under {}", root.join("docs").display());
     files
         .iter()
@@ -154,12 +138,7 @@ fn schema_json_matches_flowctl_schema() {
 fn every_example_dag_runs_and_succeeds() {
     let (_home, cmd) = util::setup();
     let dir = util::repo_root().join("dags/examples");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("folder entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .collect();
-    files.sort();
+    let files = util::files_ending(&dir, &["yaml", "yml"]);
     assert!(files.len() >= 3, "expected the example DAGs in {}", dir.display());
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));

@@ -16,131 +16,52 @@
 
 mod util;
 
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use util::{Cmd, FileWatch, Server, TempHome};
+use util::moto::{setup_aws, Moto, TestConnection};
+use util::{wait_for_line, Server};
 
 /// The secret access key of the tests' connection: it must never appear in a log or an output.
 const CANARY: &str = "canary-EMR-secret-7d2c0e51";
 /// A broken run must not hang a test.
 const LIMIT: Duration = Duration::from_secs(300);
 
-/// moto_server for this test binary, recording every request it receives.
-struct EmrMoto {
-    endpoint: String,
-    port: u16,
-    log: PathBuf,
-    recording: PathBuf,
-    _guard: std::sync::Mutex<std::process::ChildStdin>,
-}
+/// The tests' connection, `aws_default`, to [`moto`].
+const AWS: TestConnection = TestConnection { name: "AWS_DEFAULT", vars: "EMR_TEST", key_id: "AKIAFLOWCTLEMRTEST01", secret: CANARY };
 
-static MOTO: OnceLock<EmrMoto> = OnceLock::new();
-
-fn moto() -> &'static EmrMoto {
-    MOTO.get_or_init(EmrMoto::start)
-}
-
-impl EmrMoto {
-    /// Starts moto_server on a free port with its request recorder on (util::moto's servers have
-    /// it off, and its default file would land in the repository), and waits until it answers.
-    fn start() -> EmrMoto {
-        let server = util::moto::moto_server();
-        let dir = tempfile::Builder::new().prefix("flowctl-emr-moto-").tempdir().expect("temp dir").keep();
-        let log = dir.join("moto.log");
+/// moto_server for this test binary, with its request recorder on (util::moto's servers have it
+/// off, and its default file would land in the repository): the recording is `recording.jsonl`
+/// in the server's folder.
+fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let dir = util::moto::server_dir();
         let recording = dir.join("recording.jsonl");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("address").port();
-        // The guard runs the server and stops it when the test binary exits (its stdin, a pipe
-        // from this process, closes), then removes the folder.
-        let script = r#"dir="$1"; log="$2"; shift 2
-"$@" </dev/null >>"$log" 2>&1 &
-pid=$!
-cat >/dev/null
-kill -TERM "$pid" 2>/dev/null
-wait "$pid"
-rm -rf "$dir""#;
-        std::fs::write(&log, b"").expect("create the moto log");
-        let mut watch = FileWatch::new(&log);
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("sh")
-            .arg(&dir)
-            .arg(&log)
-            .arg(&server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .env("PYTHONUNBUFFERED", "1")
-            .env("MOTO_ENABLE_RECORDING", "true")
-            .env("MOTO_RECORDER_FILEPATH", &recording)
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-        let stdin = child.stdin.take().expect("guard stdin");
-        // The guard is reaped by init once the test binary has exited.
-        std::mem::forget(child);
-        let listening = format!("Running on http://127.0.0.1:{port}");
-        watch.wait(&format!("moto_server to listen on port {port}"), Duration::from_secs(60), |lines| {
-            lines.iter().any(|l| l.contains(&listening) || l.contains("Traceback")).then_some(())
-        });
-        let moto = EmrMoto { endpoint: format!("http://127.0.0.1:{port}"), port, log, recording, _guard: std::sync::Mutex::new(stdin) };
-        assert_eq!(moto.get("/moto-api/data.json"), 200, "moto_server on port {port} does not answer; its log:\n{}", moto.log_text());
-        moto
-    }
+        Moto::start_in(dir, &[("MOTO_ENABLE_RECORDING", "true".as_ref()), ("MOTO_RECORDER_FILEPATH", recording.as_ref())])
+    })
+}
 
-    fn get(&self, path: &str) -> u16 {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto_server");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", self.port).expect("send");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
-        response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
+/// What the tests ask EMR, through the independent client (`tests/data/emr/emr_client.py`).
+trait Emr {
     /// Runs `emr_client.py` with `args` and parses what it prints.
-    #[track_caller]
-    fn client(&self, args: &[&str]) -> Value {
-        let output = Command::new(util::moto::python())
-            .arg(util::repo_root().join("tests/data/emr/emr_client.py"))
-            .arg(&self.endpoint)
-            .args(args)
-            .env_remove("AWS_PROFILE")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run emr_client.py");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "emr_client.py {args:?} failed ({}):\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("emr_client.py {args:?} printed no JSON ({e}): {stdout}"))
-    }
+    fn emr_client(&self, args: &[&str]) -> Value;
 
     /// The cluster as EMR describes it.
     #[track_caller]
     fn cluster(&self, id: &str) -> Value {
-        self.client(&["cluster", id])
+        self.emr_client(&["cluster", id])
     }
 
     /// The cluster's steps, oldest first.
     #[track_caller]
     fn steps(&self, cluster: &str) -> Vec<Value> {
-        self.client(&["steps", cluster]).as_array().expect("a list").clone()
+        self.emr_client(&["steps", cluster]).as_array().expect("a list").clone()
     }
 
     /// The body of every request `action` (e.g. `CancelSteps`) moto received, oldest first.
-    #[track_caller]
-    fn requests(&self, action: &str) -> Vec<Value> {
-        self.client(&["requests", self.recording.to_str().expect("UTF-8 path"), action]).as_array().expect("a list").clone()
-    }
+    fn requests(&self, action: &str) -> Vec<Value>;
 
     /// The StepIds of each CancelSteps request moto received for `cluster`.
     #[track_caller]
@@ -151,69 +72,19 @@ rm -rf "$dir""#;
             .map(|r| serde_json::from_value(r["StepIds"].clone()).expect("StepIds is a list of ids"))
             .collect()
     }
+}
 
-    /// The tests' connection: this server, the test keys.
-    fn connection_json(&self) -> String {
-        json!({
-            "type": "aws",
-            "region": "us-east-1",
-            "endpoint_url": self.endpoint,
-            "access_key_id_env": "EMR_TEST_KEY_ID",
-            "secret_access_key_env": "EMR_TEST_SECRET",
-        })
-        .to_string()
+impl Emr for Moto {
+    #[track_caller]
+    fn emr_client(&self, args: &[&str]) -> Value {
+        let stdout = self.run_client("tests/data/emr/emr_client.py", args);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("emr_client.py {args:?} printed no JSON ({e}): {stdout}"))
     }
-}
 
-/// A home whose `aws_default` connection points at moto.
-fn setup() -> (TempHome, Cmd) {
-    let (home, cmd) = util::setup_with_scratch();
-    let cmd = cmd
-        .env("EMR_TEST_KEY_ID", "AKIAFLOWCTLEMRTEST01")
-        .env("EMR_TEST_SECRET", CANARY)
-        .env("FLOWCTL_CONN_AWS_DEFAULT", &moto().connection_json())
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    (home, cmd)
-}
-
-/// The task instances of a run, by task id.
-fn tasks(cmd: &Cmd, dag: &str, run: &str) -> std::collections::BTreeMap<String, Value> {
-    let status = cmd.json(["status", dag, run, "--output", "json"]);
-    status["tasks"].as_array().expect("tasks").iter().map(|t| (t["task_id"].as_str().expect("id").to_string(), t.clone())).collect()
-}
-
-fn log_path(home: &TempHome, dag: &str, run: &str, task: &str, attempt: u32) -> PathBuf {
-    home.path().join("logs").join(dag).join(run).join(task).join(format!("{attempt}.log"))
-}
-
-fn read(path: &PathBuf) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// Waits until an attempt log has a line containing `needle`, and returns that line. The whole
-/// file is read again after each change to its folder: a reattached attempt starts its log file
-/// anew, so a reader that kept its place would miss its lines.
-#[track_caller]
-fn wait_for_line(path: &PathBuf, needle: &str) -> String {
-    use notify::Watcher;
-    let folder = path.parent().expect("folder");
-    std::fs::create_dir_all(folder).expect("log folder");
-    let (tx, changes) = std::sync::mpsc::channel();
-    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
-        let _ = tx.send(());
-    })
-    .expect("inotify watcher");
-    watcher.watch(folder, notify::RecursiveMode::NonRecursive).expect("watch the log folder");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        while changes.try_recv().is_ok() {}
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-            return line.to_string();
-        }
-        if changes.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).is_err() {
-            panic!("waited 120s for {needle:?} in {}:\n{text}", path.display());
-        }
+    #[track_caller]
+    fn requests(&self, action: &str) -> Vec<Value> {
+        let recording = self.dir.join("recording.jsonl");
+        self.emr_client(&["requests", recording.to_str().expect("UTF-8 path"), action]).as_array().expect("a list").clone()
     }
 }
 
@@ -225,7 +96,7 @@ fn id_after(line: &str, marker: &str) -> String {
 
 #[test]
 fn a_cluster_is_created_with_the_requested_settings_and_terminated() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_aws(&AWS, moto().connection());
     let dag = home.write(
         "emr_create.yaml",
         r#"
@@ -262,9 +133,9 @@ tasks:
       poll_interval: 1s
 "#,
     );
-    let run = cmd.run_within(LIMIT, ["run".as_ref(), dag.as_os_str(), "--date".as_ref(), "2024-03-01".as_ref()]);
+    let run = cmd.run_file(&dag, "2024-03-01", LIMIT);
     run.expect_code(0);
-    let ti = tasks(&cmd, "emr_create", "manual__2024-03-01T00:00:00Z");
+    let ti = cmd.tasks("emr_create", "manual__2024-03-01T00:00:00Z");
     let cluster = ti["create"]["outputs"]["cluster_id"].as_str().expect("cluster_id output").to_string();
     assert!(cluster.starts_with("j-"), "{cluster}");
     assert_eq!(ti["create"]["outputs"]["state"], "WAITING");
@@ -297,10 +168,10 @@ tasks:
             "bootstrap_actions": [{"name": "jdbc drivers", "path": "s3://code/bootstrap/jdbc.sh", "args": ["mysql", "8"]}]
         })
     );
-    let log = read(&log_path(&home, "emr_create", "manual__2024-03-01T00:00:00Z", "create", 1));
+    let log = home.log("emr_create", "manual__2024-03-01T00:00:00Z", "create", 1);
     assert!(log.contains(&format!(" | started EMR cluster {cluster} (\"loans 2024-03-01\", emr-7.2.0) and recorded its id; waiting until it is WAITING or RUNNING\n")), "{log}");
     assert!(log.contains(&format!(" | cluster {cluster}: WAITING\n")), "{log}");
-    let log = read(&log_path(&home, "emr_create", "manual__2024-03-01T00:00:00Z", "terminate", 1));
+    let log = home.log("emr_create", "manual__2024-03-01T00:00:00Z", "terminate", 1);
     assert!(log.contains(&format!(" | asked EMR to terminate cluster {cluster} (TerminateJobFlows)\n")), "{log}");
     assert!(log.contains(&format!(" | cluster {cluster}: TERMINATED\n")), "{log}");
     assert!(!log.contains(CANARY), "{log}");
@@ -308,7 +179,7 @@ tasks:
 
 #[test]
 fn each_step_type_reaches_emr_as_exact_command_runner_args_and_a_timeout_cancels_the_steps() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_aws(&AWS, moto().connection());
     let dag = home.write(
         "emr_steps.yaml",
         r#"
@@ -366,11 +237,11 @@ tasks:
       poll_interval: 1s
 "#,
     );
-    let run = cmd.run_within(LIMIT, ["run".as_ref(), dag.as_os_str(), "--date".as_ref(), "2024-03-01".as_ref()]);
+    let run = cmd.run_file(&dag, "2024-03-01", LIMIT);
     // The run ends with its leaf, `terminate`, which cleaned up after the timeout.
     run.expect_code(0);
     let run_id = "manual__2024-03-01T00:00:00Z";
-    let ti = tasks(&cmd, "emr_steps", run_id);
+    let ti = cmd.tasks("emr_steps", run_id);
     assert_eq!(ti["transform"]["state"], "failed", "{:#}", ti["transform"]);
     assert_eq!(ti["transform"]["error"], "timed out after 5s");
     assert_eq!(ti["terminate"]["state"], "success", "all_done cleans up after the timeout: {:#}", ti["terminate"]);
@@ -407,7 +278,7 @@ tasks:
     let cancels = moto().cancels(&cluster);
     assert!(!cancels.is_empty(), "no CancelSteps request reached moto for {cluster}");
     assert!(cancels.iter().all(|c| *c == ids), "CancelSteps named other steps than {ids:?}: {cancels:?}");
-    let log = read(&log_path(&home, "emr_steps", run_id, "transform", 1));
+    let log = home.log("emr_steps", run_id, "transform", 1);
     assert!(log.contains(&format!(" | added 5 steps to EMR cluster {cluster} and recorded their ids:\n")), "{log}");
     assert!(log.contains(&format!(" |   step \"sqoop\" ({}): command-runner.jar sqoop export --connect jdbc:mysql://db.internal:3306/loans --table daily_scores --export-dir s3://lake/scores/2024-03-01/ --input-fields-terminated-by ,\n", ids[3])), "{log}");
     assert!(log.contains(&format!(" | step \"hive script\" ({}): RUNNING\n", ids[0])), "{log}");
@@ -422,7 +293,7 @@ tasks:
 
 #[test]
 fn a_restarted_server_reattaches_to_the_recorded_step_without_adding_it_again_and_a_cancel_reaches_emr() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_aws(&AWS, moto().connection());
     let dag = home.write(
         "emr_restart.yaml",
         r#"
@@ -450,7 +321,7 @@ tasks:
     );
     cmd.run(["apply".as_ref(), dag.as_os_str()]).expect_code(0);
     let run_id = "manual__2024-03-01T00:00:00Z";
-    let log = log_path(&home, "emr_restart", run_id, "load", 1);
+    let log = home.log_path("emr_restart", run_id, "load", 1);
 
     let server = Server::start(&cmd, &[]);
     cmd.run(["trigger", "emr_restart", "--date", "2024-03-01"]).expect_code(0);
@@ -459,7 +330,7 @@ tasks:
     let cluster = id_after(&added, "EMR cluster ");
     let step = id_after(&wait_for_line(&log, " |   step \"daily load\" ("), "step \"daily load\" (");
     wait_for_line(&log, &format!(" | step \"daily load\" ({step}): RUNNING"));
-    let ti = tasks(&cmd, "emr_restart", run_id);
+    let ti = cmd.tasks("emr_restart", run_id);
     assert_eq!(
         ti["load"]["external_job"],
         json!({"kind": "emr_steps", "id": step, "detail": {"cluster_id": cluster, "step_ids": step}}),
@@ -487,11 +358,11 @@ tasks:
     wait_for_line(&log, &format!(" | cancelling EMR step {step} on cluster {cluster} (CancelSteps)"));
     let cancels = moto().cancels(&cluster);
     assert!(!cancels.is_empty() && cancels.iter().all(|c| *c == [step.clone()]), "{cancels:?}");
-    let ti = tasks(&cmd, "emr_restart", run_id);
+    let ti = cmd.tasks("emr_restart", run_id);
     assert_eq!(ti["load"]["try_number"], 1, "the restart went on with the same attempt: {:#}", ti["load"]);
     assert_eq!(ti["load"]["error"], "cancelled by the user");
     assert!(ti["load"]["external_job"].is_null(), "{:#}", ti["load"]);
-    assert!(!read(&log).contains(CANARY));
+    assert!(!home.log("emr_restart", run_id, "load", 1).contains(CANARY));
     let stderr = server.stderr();
     server.stop().expect_code(0);
     assert!(!stderr.contains(CANARY));
@@ -499,7 +370,7 @@ tasks:
 
 #[test]
 fn mistakes_in_emr_settings_are_compile_errors_with_their_place() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_aws(&AWS, moto().connection());
     let dag = home.write(
         "emr_broken.yaml",
         r#"dag: emr_broken

@@ -6,12 +6,12 @@
 
 mod util;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 use util::http_site::{loan_text, sha256_hex, zip_of, HttpSite};
-use util::{Cmd, Run, TempHome};
+use util::files_under;
 
 /// The login password: it must never appear in any log, error or status output.
 const CANARY: &str = "canary-Pw-7f3a9c1e";
@@ -20,58 +20,11 @@ const API_TOKEN: &str = "api-token-5b8e2d90";
 /// A broken run must not hang a test.
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn setup() -> (TempHome, Cmd) {
-    let (home, cmd) = util::setup_with_scratch();
-    let cmd = cmd.env("LOANS_PASSWORD", CANARY).env("LOANS_API_TOKEN", API_TOKEN);
-    (home, cmd)
-}
+/// What every test's runs see: the login password and the API token, in their variables.
+const ENV: &[(&str, &str)] = &[("LOANS_PASSWORD", CANARY), ("LOANS_API_TOKEN", API_TOKEN)];
 
 fn site() -> HttpSite {
     HttpSite::start(USER, CANARY, API_TOKEN)
-}
-
-/// Runs a DAG file for a date.
-fn run(cmd: &Cmd, file: &Path, date: &str) -> Run {
-    cmd.run_within(LIMIT, ["run".as_ref(), file.as_os_str(), "--date".as_ref(), date.as_ref()])
-}
-
-/// The run id from `flowctl run`'s first line: `run <id> of <dag> (...)`.
-fn run_id(run: &Run) -> String {
-    let first = run.stdout.lines().next().unwrap_or_default();
-    let mut words = first.split_whitespace();
-    assert_eq!(words.next(), Some("run"), "first line of `flowctl run`: {first}\n{}\n{}", run.stdout, run.stderr);
-    words.next().expect("run id").to_string()
-}
-
-/// The task instance `task` from `status DAG RUN --output json`.
-fn task(cmd: &Cmd, dag: &str, run: &str, task: &str) -> Value {
-    let status = cmd.json(["status", dag, run, "--output", "json"]);
-    status["tasks"]
-        .as_array()
-        .expect("tasks is a list")
-        .iter()
-        .find(|t| t["task_id"] == task)
-        .cloned()
-        .unwrap_or_else(|| panic!("no task {task} in {status:#}"))
-}
-
-/// The text of every attempt log of a run, by task.
-fn log_of(home: &TempHome, dag: &str, run: &str, task: &str) -> String {
-    let path = home.path().join("logs").join(dag).join(run).join(task).join("1.log");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// Every file under a folder, recursively.
-fn files_under(dir: &Path, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            files_under(&path, found);
-        } else {
-            found.push(path);
-        }
-    }
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -130,14 +83,14 @@ fn login_download_and_extract_keep_the_session_and_filter_members() {
     let site = site();
     let (zip, acquisition, performance) = quarter_zip("2024Q1");
     site.put_file("loans_2024Q1.zip", zip.clone(), true);
-    let (home, cmd) = setup();
+    let (home, cmd) = util::setup_with_env(ENV);
     // A relative destination is relative to the run's work folder.
     let file = home.write("login.yaml", &login_dag(&site, "http_login", "loans", false));
-    let done = run(&cmd, &file, "2024-03-01");
+    let done = cmd.run_file(&file, "2024-03-01", LIMIT);
     done.expect_code(0);
-    let id = run_id(&done);
+    let id = done.run_id();
 
-    let download = task(&cmd, "http_login", &id, "download");
+    let download = cmd.task("http_login", &id, "download");
     assert_eq!(download["state"], "success", "{download:#}");
     let folder = home.path().join("work/http_login").join(&id).join("loans").canonicalize().expect("destination exists");
     let outputs = &download["outputs"];
@@ -153,8 +106,7 @@ fn login_download_and_extract_keep_the_session_and_filter_members() {
     assert_eq!(std::fs::read_to_string(folder.join("Acquisition_2024Q1.txt")).expect("txt"), acquisition);
     assert_eq!(std::fs::read_to_string(folder.join("Performance_2024Q1.txt")).expect("txt"), performance);
     assert!(!folder.join("layout").exists(), "the PDF was extracted though members is *.txt");
-    let mut left = Vec::new();
-    files_under(&folder, &mut left);
+    let left = files_under(&folder);
     assert_eq!(left.len(), 3, "only the zip and two .txt files: {left:?}");
 
     // The server saw the login, then the download with the session cookie it set.
@@ -163,9 +115,9 @@ fn login_download_and_extract_keep_the_session_and_filter_members() {
     assert_eq!(paths, [("POST", "/login", 303, false), ("GET", "/welcome", 200, true), ("GET", "/files/loans_2024Q1.zip", 200, true)]);
 
     // The downstream task read the extracted files through the outputs.
-    let load = log_of(&home, "http_login", &id, "load");
+    let load = home.log("http_login", &id, "load", 1);
     assert!(load.contains("Acquisition_2024Q1.txt 201") && load.contains("Performance_2024Q1.txt 301"), "{load}");
-    let log = log_of(&home, "http_login", &id, "download");
+    let log = home.log("http_login", &id, "download", 1);
     for line in ["logged in; the session cookie is kept for the downloads", "extracted 2 file(s) from loans_2024Q1.zip", "downloaded loans_2024Q1.zip: "] {
         assert!(log.contains(line), "no {line:?} in the log:\n{log}");
     }
@@ -175,13 +127,13 @@ fn login_download_and_extract_keep_the_session_and_filter_members() {
 fn a_wrong_password_fails_at_once_naming_the_variable() {
     let site = site();
     site.put_file("loans_2024Q1.zip", quarter_zip("2024Q1").0, true);
-    let (home, cmd) = setup();
+    let (home, cmd) = util::setup_with_env(ENV);
     let cmd = cmd.env("LOANS_PASSWORD", "not-the-password");
     let text = login_dag(&site, "http_bad_login", "loans", false).replace("    operator: http.download\n", "    operator: http.download\n    retries: 2\n");
     let file = home.write("bad_login.yaml", &text);
-    let done = run(&cmd, &file, "2024-03-01");
+    let done = cmd.run_file(&file, "2024-03-01", LIMIT);
     done.expect_code(1);
-    let download = task(&cmd, "http_bad_login", &run_id(&done), "download");
+    let download = cmd.task("http_bad_login", &done.run_id(), "download");
     assert_eq!(download["state"], "failed");
     // Final: the task's two retries are not spent on a wrong password.
     assert_eq!(download["try_number"], 1, "{download:#}");
@@ -196,7 +148,7 @@ fn a_wrong_password_fails_at_once_naming_the_variable() {
 fn errors_name_the_url_the_status_and_the_fix() {
     let site = site();
     site.put_file("loans_2024Q1.zip", quarter_zip("2024Q1").0, true);
-    let (home, cmd) = setup();
+    let (home, cmd) = util::setup_with_env(ENV);
     let text = format!(
         r#"dag: http_errors
 defaults:
@@ -223,11 +175,11 @@ tasks:
         missing = site.url("/public/loans_2023Q4.zip"),
     );
     let file = home.write("errors.yaml", &text);
-    let done = run(&cmd, &file, "2024-03-01");
+    let done = cmd.run_file(&file, "2024-03-01", LIMIT);
     done.expect_code(1);
-    let id = run_id(&done);
+    let id = done.run_id();
     assert_eq!(
-        task(&cmd, "http_errors", &id, "no_login")["error"],
+        cmd.task("http_errors", &id, "no_login")["error"],
         format!(
             "GET {} answered 401 Unauthorized: the server wants credentials: add `auth:` (or `login:` for a site with a login form)",
             site.url("/files/loans_2024Q1.zip")
@@ -235,10 +187,10 @@ tasks:
         .as_str()
     );
     assert_eq!(
-        task(&cmd, "http_errors", &id, "missing")["error"],
+        cmd.task("http_errors", &id, "missing")["error"],
         format!("GET {} answered 404 Not Found: check the URL", site.url("/public/loans_2023Q4.zip")).as_str()
     );
-    let unreachable = task(&cmd, "http_errors", &id, "unreachable");
+    let unreachable = cmd.task("http_errors", &id, "unreachable");
     let error = unreachable["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("GET http://127.0.0.1:1/health failed after 2 tries: "), "{error}");
     assert!(error.to_lowercase().contains("connect"), "{error}");
@@ -253,7 +205,7 @@ fn a_dropped_connection_resumes_with_range_and_the_file_is_identical() {
     assert!(zip.len() > 1_000_000, "{}", zip.len());
     site.put_file("loans_2024Q2.zip", zip.clone(), false);
     site.drop_next_body();
-    let (home, cmd) = setup();
+    let (home, cmd) = util::setup_with_env(ENV);
     let destination = home.scratch().join("resume");
     let file = home.write(
         "resume.yaml",
@@ -264,9 +216,9 @@ fn a_dropped_connection_resumes_with_range_and_the_file_is_identical() {
             sha256_hex(&zip)
         ),
     );
-    let done = run(&cmd, &file, "2024-03-01");
+    let done = cmd.run_file(&file, "2024-03-01", LIMIT);
     done.expect_code(0);
-    let id = run_id(&done);
+    let id = done.run_id();
 
     let seen = site.requests_for("/public/loans_2024Q2.zip");
     assert_eq!(seen.len(), 2, "{seen:#?}");
@@ -277,11 +229,10 @@ fn a_dropped_connection_resumes_with_range_and_the_file_is_identical() {
     assert_eq!(seen[1].status, 206);
     assert!(seen[1].if_range.as_deref().is_some_and(|v| v.starts_with('"')), "If-Range carries the ETag: {seen:#?}");
     assert_eq!(std::fs::read(destination.join("loans_2024Q2.zip")).expect("file"), zip, "the resumed file differs");
-    let mut left = Vec::new();
-    files_under(&destination, &mut left);
+    let left = files_under(&destination);
     assert_eq!(left, [destination.join("loans_2024Q2.zip")], "no .part file is left");
 
-    let log = log_of(&home, "http_resume", &id, "download");
+    let log = home.log("http_resume", &id, "download", 1);
     assert!(log.contains(&format!("loans_2024Q2.zip: resuming from byte {from}")), "{log}");
     assert!(log.contains("loans_2024Q2.zip: the connection dropped after "), "{log}");
     assert!(log.contains("checksum sha256:"), "{log}");
@@ -294,7 +245,7 @@ fn a_later_attempt_resumes_the_part_an_earlier_one_left() {
     let zip = zip_of(&[("Acquisition_2024Q4.txt", text.as_bytes())], true);
     site.put_file("loans_2024Q4.zip", zip.clone(), false);
     site.drop_next_body();
-    let (home, cmd) = setup();
+    let (home, cmd) = util::setup_with_env(ENV);
     let destination = home.scratch().join("later");
     // No retry within the attempt: the drop fails attempt 1, and attempt 2 resumes its .part.
     let file = home.write(
@@ -305,10 +256,10 @@ fn a_later_attempt_resumes_the_part_an_earlier_one_left() {
             destination.display(),
         ),
     );
-    let done = run(&cmd, &file, "2024-03-01");
+    let done = cmd.run_file(&file, "2024-03-01", LIMIT);
     done.expect_code(0);
-    let id = run_id(&done);
-    let download = task(&cmd, "http_later", &id, "download");
+    let id = done.run_id();
+    let download = cmd.task("http_later", &id, "download");
     assert_eq!((download["state"].as_str(), download["try_number"].as_u64()), (Some("success"), Some(2)), "{download:#}");
     let seen = site.requests_for("/public/loans_2024Q4.zip");
     assert_eq!(seen.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 206], "{seen:#?}");
@@ -326,7 +277,7 @@ fn a_later_attempt_resumes_the_part_an_earlier_one_left() {
 fn answers_503_are_retried_within_the_attempt_then_succeed_or_fail_retryable() {
     let site = site();
     site.put_file("loans_2024Q3.zip", zip_of(&[("a.txt", b"1|2\n")], false), false);
-    let (home, cmd) = setup();
+    let (home, cmd) = util::setup_with_env(ENV);
     let url = site.url("/public/loans_2024Q3.zip");
     let dag = |name: &str, retries: u32| {
         format!(
@@ -335,19 +286,19 @@ fn answers_503_are_retried_within_the_attempt_then_succeed_or_fail_retryable() {
     };
     site.fail_next(2);
     let file = home.write("retry.yaml", &dag("http_retry", 3));
-    let done = run(&cmd, &file, "2024-03-01");
+    let done = cmd.run_file(&file, "2024-03-01", LIMIT);
     done.expect_code(0);
     let statuses: Vec<u16> = site.requests_for("/public/loans_2024Q3.zip").iter().map(|r| r.status).collect();
     assert_eq!(statuses, [503, 503, 200]);
-    let log = log_of(&home, "http_retry", &run_id(&done), "download");
+    let log = home.log("http_retry", &done.run_id(), "download", 1);
     assert!(log.contains(&format!("GET {url}: 503 Service Unavailable; trying again in 10ms (try 2 of 4)")), "{log}");
     assert!(log.contains(&format!("GET {url}: 503 Service Unavailable; trying again in 20ms (try 3 of 4)")), "{log}");
 
     site.fail_next(10);
     let file = home.write("retry_out.yaml", &dag("http_retry_out", 1));
-    let done = run(&cmd, &file, "2024-03-01");
+    let done = cmd.run_file(&file, "2024-03-01", LIMIT);
     done.expect_code(1);
-    let download = task(&cmd, "http_retry_out", &run_id(&done), "download");
+    let download = cmd.task("http_retry_out", &done.run_id(), "download");
     assert_eq!(
         download["error"],
         format!("GET {url} answered 503 Service Unavailable after 2 tries: the server failed: it may be down; the task's retries will try again").as_str()
@@ -359,7 +310,7 @@ fn a_checksum_mismatch_fails_with_expected_and_actual() {
     let site = site();
     let zip = zip_of(&[("a.txt", b"1|2\n")], false);
     site.put_file("loans.zip", zip.clone(), false);
-    let (home, cmd) = setup();
+    let (home, cmd) = util::setup_with_env(ENV);
     let url = site.url("/public/loans.zip");
     let wrong = "0".repeat(64);
     let destination = home.scratch().join("sums");
@@ -370,9 +321,9 @@ fn a_checksum_mismatch_fails_with_expected_and_actual() {
             destination.display()
         ),
     );
-    let done = run(&cmd, &file, "2024-03-01");
+    let done = cmd.run_file(&file, "2024-03-01", LIMIT);
     done.expect_code(1);
-    let download = task(&cmd, "http_checksum", &run_id(&done), "download");
+    let download = cmd.task("http_checksum", &done.run_id(), "download");
     assert_eq!(
         download["error"],
         format!(
@@ -382,8 +333,7 @@ fn a_checksum_mismatch_fails_with_expected_and_actual() {
         .as_str()
     );
     assert_eq!(download["try_number"], 1, "a mismatch is final: {download:#}");
-    let mut left = Vec::new();
-    files_under(&destination, &mut left);
+    let left = files_under(&destination);
     assert!(left.is_empty(), "a file that failed its checksum is left behind: {left:?}");
 }
 
@@ -392,34 +342,34 @@ fn if_changed_skips_the_download_and_its_downstream_tasks_until_the_file_changes
     let site = site();
     let (first_zip, _, _) = quarter_zip("2024Q1");
     site.put_file("loans_2024Q1.zip", first_zip.clone(), true);
-    let (home, cmd) = setup();
+    let (home, cmd) = util::setup_with_env(ENV);
     let file = home.write("changed.yaml", &login_dag(&site, "http_changed", "loans", true));
 
-    let first = run(&cmd, &file, "2024-03-01");
+    let first = cmd.run_file(&file, "2024-03-01", LIMIT);
     first.expect_code(0);
-    let first_id = run_id(&first);
-    let download = task(&cmd, "http_changed", &first_id, "download");
+    let first_id = first.run_id();
+    let download = cmd.task("http_changed", &first_id, "download");
     assert_eq!((download["state"].as_str(), download["outputs"]["changed"].as_bool()), (Some("success"), Some(true)));
     let etag = download["outputs"]["sources"][0]["etag"].as_str().expect("etag kept for the next run").to_string();
 
     // Nothing changed: the server answers 304, the download and its downstream task skip.
     for (date, previous) in [("2024-06-01", "first"), ("2024-09-01", "a skipped run")] {
-        let again = run(&cmd, &file, date);
+        let again = cmd.run_file(&file, date, LIMIT);
         again.expect_code(0);
-        let id = run_id(&again);
-        let download = task(&cmd, "http_changed", &id, "download");
+        let id = again.run_id();
+        let download = cmd.task("http_changed", &id, "download");
         assert_eq!(download["state"], "skipped", "after {previous}: {download:#}");
         assert_eq!(download["outputs"]["changed"], false);
         assert_eq!(download["outputs"]["files"], serde_json::json!([]));
         assert_eq!(download["outputs"]["sources"][0]["etag"], etag.as_str(), "the comparison data carries on");
-        assert_eq!(task(&cmd, "http_changed", &id, "load")["state"], "skipped");
+        assert_eq!(cmd.task("http_changed", &id, "load")["state"], "skipped");
         let table = cmd.run(["status", "http_changed", &id]);
         table.expect_code(0);
         for name in ["download", "load"] {
             let row = table.stdout.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("{}", table.stdout));
             assert_eq!(row.split_whitespace().nth(1), Some("skipped"), "{}", table.stdout);
         }
-        let log = log_of(&home, "http_changed", &id, "download");
+        let log = home.log("http_changed", &id, "download", 1);
         assert!(log.contains(&format!("{}: unchanged (304 Not Modified)", site.url("/files/loans_2024Q1.zip"))), "{log}");
         let last = site.requests_for("/files/loans_2024Q1.zip").pop().expect("a request");
         assert_eq!((last.if_none_match.as_deref(), last.status), (Some(etag.as_str()), 304));
@@ -428,14 +378,14 @@ fn if_changed_skips_the_download_and_its_downstream_tasks_until_the_file_changes
     // A new file: downloaded again, and the downstream task runs.
     let (second_zip, _, _) = quarter_zip("2024Q2");
     site.put_file("loans_2024Q1.zip", second_zip.clone(), true);
-    let changed = run(&cmd, &file, "2024-12-01");
+    let changed = cmd.run_file(&file, "2024-12-01", LIMIT);
     changed.expect_code(0);
-    let id = run_id(&changed);
-    let download = task(&cmd, "http_changed", &id, "download");
+    let id = changed.run_id();
+    let download = cmd.task("http_changed", &id, "download");
     assert_eq!((download["state"].as_str(), download["outputs"]["changed"].as_bool()), (Some("success"), Some(true)));
     assert_eq!(download["outputs"]["sources"][0]["sha256"], sha256_hex(&second_zip).as_str());
-    assert_eq!(task(&cmd, "http_changed", &id, "load")["state"], "success");
-    assert!(log_of(&home, "http_changed", &id, "load").contains("Acquisition_2024Q2.txt 201"));
+    assert_eq!(cmd.task("http_changed", &id, "load")["state"], "success");
+    assert!(home.log("http_changed", &id, "load", 1).contains("Acquisition_2024Q2.txt 201"));
 }
 
 #[test]
@@ -443,7 +393,7 @@ fn if_changed_compares_content_hashes_when_the_server_sends_no_validators() {
     let site = site();
     site.without_validators();
     site.put_file("rates.zip", zip_of(&[("rates.txt", b"2024-03-01|4.5\n")], false), false);
-    let (home, cmd) = setup();
+    let (home, cmd) = util::setup_with_env(ENV);
     let file = home.write(
         "hash.yaml",
         &format!(
@@ -451,22 +401,21 @@ fn if_changed_compares_content_hashes_when_the_server_sends_no_validators() {
             site.url("/public/rates.zip")
         ),
     );
-    let first = run(&cmd, &file, "2024-03-01");
+    let first = cmd.run_file(&file, "2024-03-01", LIMIT);
     first.expect_code(0);
-    assert_eq!(task(&cmd, "http_hash", &run_id(&first), "download")["state"], "success");
-    let second = run(&cmd, &file, "2024-03-02");
+    assert_eq!(cmd.task("http_hash", &first.run_id(), "download")["state"], "success");
+    let second = cmd.run_file(&file, "2024-03-02", LIMIT);
     second.expect_code(0);
-    let id = run_id(&second);
-    let download = task(&cmd, "http_hash", &id, "download");
+    let id = second.run_id();
+    let download = cmd.task("http_hash", &id, "download");
     assert_eq!(download["state"], "skipped", "{download:#}");
-    let log = log_of(&home, "http_hash", &id, "download");
+    let log = home.log("http_hash", &id, "download", 1);
     assert!(log.contains(&format!("{}: unchanged (same content, sha256 ", site.url("/public/rates.zip"))), "{log}");
     let seen = site.requests_for("/public/rates.zip");
     assert!(seen.iter().all(|r| r.if_none_match.is_none() && r.if_modified_since.is_none()), "{seen:#?}");
     // The skipped run left no file in its folder.
     let folder = home.path().join("work/http_hash").join(&id).join("rates");
-    let mut left = Vec::new();
-    files_under(&folder, &mut left);
+    let left = files_under(&folder);
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -474,11 +423,11 @@ fn if_changed_compares_content_hashes_when_the_server_sends_no_validators() {
 fn the_canary_password_is_never_printed() {
     let site = site();
     site.put_file("loans_2024Q1.zip", quarter_zip("2024Q1").0, true);
-    let (home, cmd) = setup();
+    let (home, cmd) = util::setup_with_env(ENV);
     let file = home.write("canary.yaml", &login_dag(&site, "http_canary", "loans", false));
-    let good = run(&cmd, &file, "2024-03-01");
+    let good = cmd.run_file(&file, "2024-03-01", LIMIT);
     good.expect_code(0);
-    let good_id = run_id(&good);
+    let good_id = good.run_id();
     // The password did reach the server: the login gave a session that the download used.
     assert!(site.requests_for("/files/loans_2024Q1.zip").iter().any(|r| r.session && r.status == 200));
     // A failing login, whose error is printed and stored.
@@ -486,9 +435,9 @@ fn the_canary_password_is_never_printed() {
         "canary_wrong.yaml",
         &login_dag(&site, "http_canary_wrong", "loans", false).replace("username: loans-team", "username: someone-else"),
     );
-    let bad = run(&cmd, &wrong, "2024-03-01");
+    let bad = cmd.run_file(&wrong, "2024-03-01", LIMIT);
     bad.expect_code(1);
-    let bad_id = run_id(&bad);
+    let bad_id = bad.run_id();
 
     let mut shown = vec![("run".to_string(), format!("{}{}", good.stdout, good.stderr)), ("failed run".to_string(), format!("{}{}", bad.stdout, bad.stderr))];
     for args in [
@@ -503,8 +452,7 @@ fn the_canary_password_is_never_printed() {
         let out = cmd.run(&args);
         shown.push((args.join(" "), format!("{}{}", out.stdout, out.stderr)));
     }
-    let mut files = Vec::new();
-    files_under(&home.path(), &mut files);
+    let files = files_under(&home.path());
     let logs: Vec<&PathBuf> = files.iter().filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
     assert!(logs.len() >= 3, "expected attempt logs under the home: {files:?}");
     for path in &files {
@@ -516,7 +464,7 @@ fn the_canary_password_is_never_printed() {
     }
     // The operator never wrote the password: nothing in its log needed masking.
     for (dag, id) in [("http_canary", &good_id), ("http_canary_wrong", &bad_id)] {
-        let log = log_of(&home, dag, id, "download");
+        let log = home.log(dag, id, "download", 1);
         assert!(!log.contains("***"), "the download wrote something the masker had to hide:\n{log}");
     }
 }
@@ -524,7 +472,7 @@ fn the_canary_password_is_never_printed() {
 #[test]
 fn request_outputs_reach_downstream_templates() {
     let site = site();
-    let (home, cmd) = setup();
+    let (home, cmd) = util::setup_with_env(ENV);
     let cmd = cmd.env("LOANS_WRONG_TOKEN", "not-the-api-token");
     let file = home.write(
         "request.yaml",
@@ -590,31 +538,31 @@ tasks:
             echo = site.url("/api/echo"),
         ),
     );
-    let done = run(&cmd, &file, "2024-03-01");
+    let done = cmd.run_file(&file, "2024-03-01", LIMIT);
     done.expect_code(1);
-    let id = run_id(&done);
-    let api = task(&cmd, "http_request", &id, "api");
+    let id = done.run_id();
+    let api = cmd.task("http_request", &id, "api");
     assert_eq!(api["state"], "success", "{api:#}");
     assert_eq!(api["outputs"]["status"], 200);
     assert_eq!(api["outputs"]["headers"], serde_json::json!({"etag": "\"loans-v7\"", "x-missing": null}));
     assert_eq!(api["outputs"]["body"]["quarter"], "2024-03-01");
     assert_eq!(api["outputs"]["body"]["items"][1]["balance"], 98000);
     assert_eq!(api["outputs"]["body_truncated"], false);
-    let post = task(&cmd, "http_request", &id, "post");
+    let post = cmd.task("http_request", &id, "post");
     assert_eq!(post["outputs"]["body"]["content_type"], "application/json");
     assert_eq!(post["outputs"]["body"]["body"], r#"{"first":"L-1001","rows":2}"#);
 
-    let form = task(&cmd, "http_request", &id, "form");
+    let form = cmd.task("http_request", &id, "form");
     assert_eq!(form["outputs"]["body"]["content_type"], "application/x-www-form-urlencoded");
     assert_eq!(form["outputs"]["body"]["body"], "quarter=2024Q1&rows=2");
-    let raw = task(&cmd, "http_request", &id, "raw");
+    let raw = cmd.task("http_request", &id, "raw");
     assert_eq!(raw["outputs"]["status"], 201, "{raw:#}");
     assert_eq!(raw["outputs"]["body_truncated"], true);
     assert_eq!(raw["outputs"]["body"], r#"{"method":"PUT","que"#, "the first 20 bytes, as text");
     let raw_seen = site.requests_for("/api/echo");
     assert!(raw_seen.iter().any(|r| r.method == "PUT"), "{raw_seen:#?}");
 
-    let lines: Vec<String> = log_of(&home, "http_request", &id, "use")
+    let lines: Vec<String> = home.log("http_request", &id, "use", 1)
         .lines()
         .filter_map(|l| l.split_once(" | ").map(|(_, t)| t.to_string()))
         .collect();
@@ -624,7 +572,7 @@ tasks:
     assert_eq!(seen.len(), 1, "{:#?}", site.requests());
     assert_eq!(seen[0].authorization.as_deref(), Some(format!("Bearer {API_TOKEN}").as_str()));
 
-    let bad = task(&cmd, "http_request", &id, "bad_token");
+    let bad = cmd.task("http_request", &id, "bad_token");
     assert_eq!(bad["try_number"], 1, "a 401 is final: {bad:#}");
     assert_eq!(
         bad["error"],
@@ -642,12 +590,7 @@ tasks:
 fn invalid_settings_are_reported_at_compile_time_with_their_path() {
     let (_home, cmd) = util::setup();
     let dir = util::repo_root().join("tests/data/http/invalid");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    cases.sort();
+    let cases = util::files_ending(&dir, &["yaml"]);
     assert!(cases.len() >= 5, "the HTTP compile cases are missing from {}", dir.display());
     let mut failures = Vec::new();
     for case in &cases {

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use util::databases::{mariadb, postgres, PASSWORD};
-use util::standins::{generate_quarter, local_profile, zip_members, LoanSite, MotoLocal, Smtp};
+use util::smtp::{Smtp, SmtpOptions};
+use util::standins::{generate_quarter, local_profile, zip_members, LoanSite, MotoLocal};
 use util::{setup, Cmd, Run, TempHome};
 
 /// The loans per generated quarter: enough for every code path of the data, small enough to be
@@ -63,7 +64,7 @@ impl Pipeline {
         std::fs::create_dir_all(&dir).expect("scratch");
         let moto = MotoLocal::start(&dir.join("moto"));
         let site = LoanSite::start(&dir, &dir.join("site"), SITE_PASSWORD);
-        let smtp = Smtp::start(&dir);
+        let smtp = Smtp::start(&dir, SmtpOptions::default());
         let db = mariadb();
         db.sql(
             "",
@@ -107,23 +108,15 @@ impl Pipeline {
 
     /// The latest run's id and its tasks: id -> (state, try_number, task JSON).
     fn latest_run(&self) -> (String, BTreeMap<String, (String, u64, Value)>) {
-        let runs = self.cmd.json(["status", "loans_quarterly", "--output", "json"]);
-        let run = runs.as_array().and_then(|r| r.last()).expect("a run")["run_id"].as_str().expect("run id").to_string();
+        let run = self.cmd.last_run("loans_quarterly");
         (run.clone(), self.tasks(&run))
     }
 
     fn tasks(&self, run: &str) -> BTreeMap<String, (String, u64, Value)> {
-        let status = self.cmd.json(["status", "loans_quarterly", run, "--output", "json"]);
-        status["tasks"]
-            .as_array()
-            .expect("tasks")
-            .iter()
-            .map(|t| {
-                (
-                    t["task_id"].as_str().expect("task id").to_string(),
-                    (t["state"].as_str().expect("state").to_string(), t["try_number"].as_u64().expect("try"), t.clone()),
-                )
-            })
+        self.cmd
+            .tasks("loans_quarterly", run)
+            .into_iter()
+            .map(|(id, t)| (id, (t["state"].as_str().expect("state").to_string(), t["try_number"].as_u64().expect("try"), t)))
             .collect()
     }
 }

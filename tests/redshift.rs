@@ -13,34 +13,28 @@
 
 mod util;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use util::moto::{setup_aws, TestConnection};
 use util::standins::MotoLocal;
-use util::{Cmd, Server, TempHome};
+use util::{wait_for_line, Server};
 
 /// The secret access key of the test connection: it must never appear in a log or status.
 const CANARY: &str = "canary-redshift-secret-5c03aa";
 const RUN_ID: &str = "manual__2024-03-01T00:00:00Z";
 
-/// A home whose `warehouse` connection points at a closed port of 127.0.0.1.
-fn setup() -> (TempHome, Cmd) {
-    let (home, cmd) = util::setup_with_scratch();
+/// The tests' connection, `warehouse`.
+const WAREHOUSE: TestConnection = TestConnection { name: "WAREHOUSE", vars: "RS_TEST", key_id: "AKIAFLOWCTLREDSHIFT1", secret: CANARY };
+
+/// Settings of `warehouse` that point at a closed port of 127.0.0.1.
+fn unreachable() -> Value {
     // Port 9 (discard) is closed on a test machine: every request is refused at once.
-    let connection = serde_json::json!({
+    json!({
         "type": "aws",
         "region": "eu-west-1",
         "endpoints": {"redshift_data": "http://127.0.0.1:9"},
-        "access_key_id_env": "RS_TEST_KEY_ID",
-        "secret_access_key_env": "RS_TEST_SECRET",
-    });
-    let cmd = cmd
-        .env("RS_TEST_KEY_ID", "AKIAFLOWCTLREDSHIFT1")
-        .env("RS_TEST_SECRET", CANARY)
-        .env("FLOWCTL_CONN_WAREHOUSE", &connection.to_string())
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    (home, cmd)
+    })
 }
 
 const LOAD_DAG: &str = r#"dag: rs_load
@@ -68,14 +62,14 @@ tasks:
 
 #[test]
 fn a_load_logs_the_copy_it_renders_and_names_the_endpoint_it_cannot_reach() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_aws(&WAREHOUSE, unreachable());
     let file = home.write("rs_load.yaml", LOAD_DAG);
 
-    let run = cmd.run_within(Duration::from_secs(120), ["run".as_ref(), file.as_os_str(), "--date".as_ref(), "2024-03-01".as_ref()]);
+    let run = cmd.run_file(&file, "2024-03-01", Duration::from_secs(120));
 
     run.expect_code(1);
-    let status = cmd.json(["status", "rs_load", RUN_ID, "--output", "json"]);
-    let load = status["tasks"].as_array().and_then(|t| t.iter().find(|t| t["task_id"] == "load")).cloned().unwrap_or(Value::Null);
+    let status = cmd.status("rs_load", RUN_ID);
+    let load = util::task_in(&status, "load");
     assert_eq!(load["state"], "failed", "{status:#}");
     let error = load["error"].as_str().unwrap_or_default();
     assert!(
@@ -85,8 +79,7 @@ fn a_load_logs_the_copy_it_renders_and_names_the_endpoint_it_cannot_reach() {
     assert!(error.ends_with("after 5 tries; check the endpoint and the network (connection \"warehouse\")"), "{error}");
     assert!(load["external_job"].is_null(), "nothing was submitted, so nothing is recorded: {load:#}");
 
-    let log_path = home.path().join("logs/rs_load").join(RUN_ID).join("load/1.log");
-    let log = std::fs::read_to_string(&log_path).unwrap_or_else(|e| panic!("read {}: {e}", log_path.display()));
+    let log = home.log("rs_load", RUN_ID, "load", 1);
     let expected = [
         "loading s3://lake/loans/2024-03-01/ into stage.loans (upsert, cluster analytics, database dev) with:",
         "  BEGIN",
@@ -108,7 +101,7 @@ fn a_load_logs_the_copy_it_renders_and_names_the_endpoint_it_cannot_reach() {
 
 #[test]
 fn mistakes_fail_validation_at_their_line() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_aws(&WAREHOUSE, unreachable());
     let cases = [
         (
             LOAD_DAG.replace("      key: [id, day]\n", ""),
@@ -143,70 +136,14 @@ fn mistakes_fail_validation_at_their_line() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// The patched moto of this test binary, started by the first test that asks for it. It is never
-/// dropped: it stops when the test binary exits (its guard's stdin closes). Tests tell their
-/// requests apart by statement name and id.
+/// The patched moto of this test binary ([`MotoLocal::shared`]).
 fn moto() -> &'static MotoLocal {
-    static MOTO: std::sync::OnceLock<(TempHome, MotoLocal)> = std::sync::OnceLock::new();
-    let (_, moto) = MOTO.get_or_init(|| {
-        let (home, _) = util::setup_with_scratch();
-        let moto = MotoLocal::start(&home.scratch().join("moto"));
-        (home, moto)
-    });
-    moto
+    MotoLocal::shared()
 }
 
 /// The recorded requests of `target` whose JSON field `field` is `value`.
 fn requests(target: &str, field: &str, value: &str) -> Vec<Value> {
     moto().requests_to(target).into_iter().filter(|r| r["json"][field] == value).collect()
-}
-
-/// A home whose `warehouse` connection points at the patched moto.
-fn setup_on(moto: &MotoLocal) -> (TempHome, Cmd) {
-    let (home, cmd) = util::setup_with_scratch();
-    let connection = json!({
-        "type": "aws",
-        "region": "us-east-1",
-        "endpoint_url": moto.endpoint,
-        "access_key_id_env": "RS_TEST_KEY_ID",
-        "secret_access_key_env": "RS_TEST_SECRET",
-    });
-    let cmd = cmd
-        .env("RS_TEST_KEY_ID", "AKIAFLOWCTLREDSHIFT1")
-        .env("RS_TEST_SECRET", CANARY)
-        .env("FLOWCTL_CONN_WAREHOUSE", &connection.to_string())
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    (home, cmd)
-}
-
-fn log_path(home: &TempHome, dag: &str, task: &str) -> PathBuf {
-    home.path().join("logs").join(dag).join(RUN_ID).join(task).join("1.log")
-}
-
-/// Waits until an attempt log has a line containing `needle`, and returns that line (the file is
-/// read again after each change to its folder).
-#[track_caller]
-fn wait_for_line(path: &PathBuf, needle: &str) -> String {
-    use notify::Watcher;
-    let folder = path.parent().expect("folder");
-    std::fs::create_dir_all(folder).expect("log folder");
-    let (tx, changes) = std::sync::mpsc::channel();
-    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
-        let _ = tx.send(());
-    })
-    .expect("inotify watcher");
-    watcher.watch(folder, notify::RecursiveMode::NonRecursive).expect("watch the log folder");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        while changes.try_recv().is_ok() {}
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-            return line.to_string();
-        }
-        if changes.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).is_err() {
-            panic!("waited 120s for {needle:?} in {}:\n{text}", path.display());
-        }
-    }
 }
 
 /// The statement id at the end of a `submitted statement <id> ...` line.
@@ -215,14 +152,9 @@ fn statement_id(line: &str) -> String {
     line[start..].chars().take_while(|c| c.is_ascii_hexdigit() || *c == '-').collect()
 }
 
-fn task_of(cmd: &Cmd, dag: &str, task: &str) -> Value {
-    let status = cmd.json(["status", dag, RUN_ID, "--output", "json"]);
-    status["tasks"].as_array().and_then(|t| t.iter().find(|t| t["task_id"] == task)).cloned().unwrap_or_else(|| panic!("no {task} in {status:#}"))
-}
-
 #[test]
 fn a_replace_load_is_one_batch_and_a_restarted_server_reattaches_without_submitting_it_again() {
-    let (home, cmd) = setup_on(moto());
+    let (home, cmd) = setup_aws(&WAREHOUSE, moto().connection());
     let dag = home.write(
         "rs_restart.yaml",
         r#"dag: rs_restart
@@ -243,7 +175,7 @@ tasks:
 "#,
     );
     cmd.run(["apply".as_ref(), dag.as_os_str()]).expect_code(0);
-    let log = log_path(&home, "rs_restart", "load");
+    let log = home.log_path("rs_restart", RUN_ID, "load", 1);
 
     let server = Server::start(&cmd, &[]);
     cmd.run(["trigger", "rs_restart", "--date", "2024-03-01"]).expect_code(0);
@@ -252,7 +184,7 @@ tasks:
     let id = statement_id(&wait_for_line(&log, " | submitted statement "));
     wait_for_line(&log, &format!(" | statement {id} is STARTED"));
     assert_eq!(
-        task_of(&cmd, "rs_restart", "load")["external_job"],
+        cmd.task("rs_restart", RUN_ID, "load")["external_job"],
         json!({"kind": "redshift_statement", "id": id, "detail": {"target": "cluster analytics, database dev"}}),
         "status shows the recorded statement"
     );
@@ -286,7 +218,7 @@ tasks:
     let describes = requests("RedshiftData.DescribeStatement", "Id", &id);
     assert!(describes.len() >= 2, "polled before and after the restart: {describes:#?}");
 
-    let load = task_of(&cmd, "rs_restart", "load");
+    let load = cmd.task("rs_restart", RUN_ID, "load");
     assert_eq!(load["try_number"], 1, "the restart went on with the same attempt: {load:#}");
     assert_eq!(load["outputs"]["statement_id"], id.as_str());
     assert_eq!(load["outputs"]["rows_loaded"], 0, "{load:#}");
@@ -299,7 +231,7 @@ tasks:
 
 #[test]
 fn cancelling_the_run_cancels_the_statement_at_redshift() {
-    let (home, cmd) = setup_on(moto());
+    let (home, cmd) = setup_aws(&WAREHOUSE, moto().connection());
     let dag = home.write(
         "rs_cancel.yaml",
         r#"dag: rs_cancel
@@ -316,7 +248,7 @@ tasks:
 "#,
     );
     cmd.run(["apply".as_ref(), dag.as_os_str()]).expect_code(0);
-    let log = log_path(&home, "rs_cancel", "refresh");
+    let log = home.log_path("rs_cancel", RUN_ID, "refresh", 1);
     let server = Server::start(&cmd, &[]);
     cmd.run(["trigger", "rs_cancel", "--date", "2024-03-01"]).expect_code(0);
     let id = statement_id(&wait_for_line(&log, " | submitted statement "));
@@ -342,7 +274,7 @@ tasks:
             "ClientToken": executes[0]["json"]["ClientToken"],
         })
     );
-    let refresh = task_of(&cmd, "rs_cancel", "refresh");
+    let refresh = cmd.task("rs_cancel", RUN_ID, "refresh");
     assert_eq!(refresh["state"], "failed", "{refresh:#}");
     assert!(refresh["external_job"].is_null(), "{refresh:#}");
     server.stop().expect_code(0);

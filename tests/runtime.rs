@@ -8,52 +8,19 @@
 mod util;
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-use util::{Cmd, Run, TempHome};
+use util::{assert_not_running, read_fifo, setup_with_scratch, task_in, Cmd, Run, TempHome};
 
 const DATA: &str = "tests/data/runtime";
 
 fn dag_file(name: &str) -> String {
     format!("{DATA}/{name}")
-}
-
-/// A home whose shell tasks find the test's scratch folder in `$SCRATCH`.
-fn setup() -> (TempHome, Cmd) {
-    util::setup_with_scratch()
-}
-
-/// The run id from `flowctl run`'s first line: `run <id> of <dag> (...)`.
-fn run_id(run: &Run) -> String {
-    let first = run.stdout.lines().next().unwrap_or_default();
-    let mut words = first.split_whitespace();
-    assert_eq!(words.next(), Some("run"), "first line of `flowctl run`: {first}\n{}", run.stdout);
-    words.next().expect("run id").to_string()
-}
-
-/// `status DAG RUN --output json`.
-fn run_json(cmd: &Cmd, dag: &str, run: &str) -> Value {
-    cmd.json(["status", dag, run, "--output", "json"])
-}
-
-/// The task instance `task` from `status DAG RUN --output json`.
-fn task<'a>(status: &'a Value, task: &str) -> &'a Value {
-    status["tasks"]
-        .as_array()
-        .expect("tasks is a list")
-        .iter()
-        .find(|t| t["task_id"] == task)
-        .unwrap_or_else(|| panic!("no task {task} in {status:#}"))
-}
-
-fn task_dir(home: &TempHome, dag: &str, run: &str, task: &str) -> PathBuf {
-    home.path().join("logs").join(dag).join(run).join(task)
 }
 
 /// A task instance's state, try number and tries allowed.
@@ -64,7 +31,7 @@ fn tries(ti: &Value) -> (&str, u64, u64) {
 
 /// The attempt log files of a task, sorted: `["1.log", "2.log"]`.
 fn attempt_logs(home: &TempHome, dag: &str, run: &str, task: &str) -> Vec<String> {
-    let dir = task_dir(home, dag, run, task);
+    let dir = home.log_dir(dag, run, task);
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -99,15 +66,6 @@ fn instant(value: &Value) -> (String, String) {
     let text = text.strip_suffix('Z').unwrap_or_else(|| panic!("not UTC: {text}"));
     let (seconds, fraction) = text.split_once('.').unwrap_or((text, ""));
     (seconds.to_string(), format!("{fraction:0<9}"))
-}
-
-/// Asserts that `pid` is not a live process: gone, a zombie waiting for init to reap it, or
-/// already dying (exiting, or with SIGKILL queued, which it cannot survive: a process that was
-/// just killed on a busy machine may not have been scheduled yet to exit).
-#[track_caller]
-fn assert_not_running(pid: i32) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    assert!(util::is_stopped(pid), "process {pid} is still running: {stat}");
 }
 
 fn read_pid(path: &Path) -> i32 {
@@ -176,28 +134,13 @@ impl Drop for Background {
     }
 }
 
-/// Reads one line from a FIFO a task writes to. Opening a FIFO blocks until the other end opens
-/// it, so this returns once the task has written; the timeout only stops a broken test from
-/// hanging.
-fn read_fifo(path: &Path) -> String {
-    let (tx, rx) = mpsc::channel();
-    let path = path.to_path_buf();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::fs::read_to_string(&path));
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(text) => text.expect("read FIFO"),
-        Err(_) => panic!("nothing was written to the FIFO within 60s"),
-    }
-}
-
 #[test]
 fn a_successful_run_shows_in_run_status_and_logs() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_with_scratch();
     let file = dag_file("success.yaml");
     let run = cmd.run(["run", &file]);
     run.expect_code(0);
-    let id = run_id(&run);
+    let id = run.run_id();
     assert!(id.starts_with("manual__"), "{id}");
 
     // The closing table: every task with its state, tries and duration; then the verdict.
@@ -242,16 +185,16 @@ fn a_successful_run_shows_in_run_status_and_logs() {
     for name in ["extract", "load", "done"] {
         assert_eq!(row(&tasks.stdout, name)[1..3], ["success", "1/1"], "{}", tasks.stdout);
     }
-    let json = run_json(&cmd, "rt_success", &id);
+    let json = cmd.status("rt_success", &id);
     assert_eq!(json["run"]["state"], "success");
     for name in ["extract", "load", "done"] {
-        let ti = task(&json, name);
+        let ti = task_in(&json, name);
         assert_eq!(tries(ti), ("success", 1, 1), "{ti:#}");
         assert_eq!(ti["error"], Value::Null);
     }
-    assert_eq!(task(&json, "extract")["outputs"], serde_json::json!({"exit_code": 0}));
+    assert_eq!(task_in(&json, "extract")["outputs"], serde_json::json!({"exit_code": 0}));
     // `load` depends on `extract`: it started after `extract` ended.
-    let (extract_end, load_start) = (instant(&task(&json, "extract")["end"]), instant(&task(&json, "load")["start"]));
+    let (extract_end, load_start) = (instant(&task_in(&json, "extract")["end"]), instant(&task_in(&json, "load")["start"]));
     assert!(extract_end <= load_start, "load started at {load_start:?}, before extract ended at {extract_end:?}");
 
     // `logs DAG RUN TASK`: the task's stdout, between flowctl's first and last lines.
@@ -269,11 +212,11 @@ fn a_successful_run_shows_in_run_status_and_logs() {
 
 #[test]
 fn failed_attempts_are_retried_until_the_tries_run_out() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_with_scratch();
     let run = cmd.run(["run", &dag_file("retries.yaml")]);
     // `broken` fails for good, and it is a leaf: the run fails.
     run.expect_code(1);
-    let id = run_id(&run);
+    let id = run.run_id();
     assert!(run.stdout.lines().last().unwrap_or_default().starts_with(&format!("run {id} failed in ")), "{}", run.stdout);
     assert_eq!(row(&run.stdout, "flaky")[1..3], ["success", "3/4"], "{}", run.stdout);
     assert_eq!(row(&run.stdout, "broken")[1..3], ["failed", "3/3"], "{}", run.stdout);
@@ -284,9 +227,9 @@ fn failed_attempts_are_retried_until_the_tries_run_out() {
     // `flaky` ran exactly three times: the counter, the attempt logs and the try number agree.
     assert_eq!(std::fs::read_to_string(home.scratch().join("count")).expect("counter").trim(), "3");
     assert_eq!(attempt_logs(&home, "rt_retries", &id, "flaky"), ["1.log", "2.log", "3.log"]);
-    let json = run_json(&cmd, "rt_retries", &id);
+    let json = cmd.status("rt_retries", &id);
     assert_eq!(json["run"]["state"], "failed");
-    let flaky = task(&json, "flaky");
+    let flaky = task_in(&json, "flaky");
     assert_eq!(tries(flaky), ("success", 3, 4), "{flaky:#}");
     assert_eq!(flaky["error"], Value::Null, "a success clears the last failure's error");
     for n in 1..=3 {
@@ -306,7 +249,7 @@ fn failed_attempts_are_retried_until_the_tries_run_out() {
 
     // `broken` used its two retries and failed with the exit code and the stderr tail.
     assert_eq!(attempt_logs(&home, "rt_retries", &id, "broken"), ["1.log", "2.log", "3.log"]);
-    let broken = task(&json, "broken");
+    let broken = task_in(&json, "broken");
     assert_eq!(tries(broken), ("failed", 3, 3), "{broken:#}");
     assert_eq!(
         broken["error"],
@@ -320,17 +263,17 @@ fn failed_attempts_are_retried_until_the_tries_run_out() {
 
 #[test]
 fn a_timed_out_task_fails_and_its_children_are_stopped() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_with_scratch();
     let run = cmd.run(["run", &dag_file("timeout.yaml")]);
     run.expect_code(1);
-    let id = run_id(&run);
+    let id = run.run_id();
     // The background sleep the shell started is not left running.
     assert_not_running(read_pid(&home.scratch().join("pid")));
 
     assert_eq!(row(&run.stdout, "hang")[1..3], ["failed", "1/1"], "{}", run.stdout);
-    let json = run_json(&cmd, "rt_timeout", &id);
+    let json = cmd.status("rt_timeout", &id);
     assert_eq!(json["run"]["state"], "failed");
-    let hang = task(&json, "hang");
+    let hang = task_in(&json, "hang");
     assert_eq!(hang["state"], "failed");
     assert_eq!(hang["error"], "timed out after 1s");
     let log = cmd.run(["logs", "rt_timeout", &id, "hang"]);
@@ -416,18 +359,18 @@ fn trigger_matrix_dag() -> String {
 
 #[test]
 fn trigger_rules_decide_as_airflow_does() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_with_scratch();
     let file = home.write("trigger_rules.yaml", &trigger_matrix_dag());
     let run = cmd.run(["run", file.to_str().expect("UTF-8 path")]);
     // Leaves end upstream_failed: the run fails.
     run.expect_code(1);
-    let id = run_id(&run);
-    let json = run_json(&cmd, "rt_trigger_rules", &id);
+    let id = run.run_id();
+    let json = cmd.status("rt_trigger_rules", &id);
     assert_eq!(json["run"]["state"], "failed");
 
     let mut wrong = Vec::new();
     let mut check = |name: &str, want: &str| {
-        let got = task(&json, name)["state"].as_str().unwrap_or_default().to_string();
+        let got = task_in(&json, name)["state"].as_str().unwrap_or_default().to_string();
         if got != want {
             wrong.push(format!("{name}: expected {want}, got {got}"));
         }
@@ -449,41 +392,41 @@ fn trigger_rules_decide_as_airflow_does() {
     assert!(wrong.is_empty(), "{} tasks ended wrong:\n  {}", wrong.len(), wrong.join("\n  "));
 
     // Tasks decided by their trigger rule never ran: no attempt, no log.
-    let skipped = task(&json, "kk_all_success");
+    let skipped = task_in(&json, "kk_all_success");
     assert_eq!(skipped["try_number"], 0, "{skipped:#}");
-    assert!(!task_dir(&home, "rt_trigger_rules", &id, "kk_all_success").exists());
+    assert!(!home.log_dir("rt_trigger_rules", &id, "kk_all_success").exists());
     assert_eq!(row(&run.stdout, "after_after_upstream_failed")[1..3], ["upstream_failed", "0/1"]);
     assert_eq!(row(&run.stdout, "k1")[1..3], ["skipped", "1/1"], "skipping by exit code is an attempt");
 }
 
 #[test]
 fn the_run_fails_only_when_a_leaf_fails() {
-    let (_home, cmd) = setup();
+    let (_home, cmd) = setup_with_scratch();
     // A failed task whose leaf runs under all_done, and a skipped leaf: the run succeeds.
     let run = cmd.run(["run", &dag_file("leaves_ok.yaml")]);
     run.expect_code(0);
-    let json = run_json(&cmd, "rt_leaves_ok", &run_id(&run));
+    let json = cmd.status("rt_leaves_ok", &run.run_id());
     assert_eq!(json["run"]["state"], "success");
-    assert_eq!(task(&json, "bad")["state"], "failed");
-    assert_eq!(task(&json, "cleanup")["state"], "success");
-    assert_eq!(task(&json, "nothing_to_do")["state"], "skipped");
+    assert_eq!(task_in(&json, "bad")["state"], "failed");
+    assert_eq!(task_in(&json, "cleanup")["state"], "success");
+    assert_eq!(task_in(&json, "nothing_to_do")["state"], "skipped");
 
     // The same, plus a leaf that ends upstream_failed: the run fails.
     let run = cmd.run(["run", &dag_file("leaf_upstream_failed.yaml")]);
     run.expect_code(1);
-    let json = run_json(&cmd, "rt_leaf_upstream_failed", &run_id(&run));
+    let json = cmd.status("rt_leaf_upstream_failed", &run.run_id());
     assert_eq!(json["run"]["state"], "failed");
-    assert_eq!(task(&json, "cleanup")["state"], "success");
-    assert_eq!(task(&json, "report")["state"], "upstream_failed");
+    assert_eq!(task_in(&json, "cleanup")["state"], "success");
+    assert_eq!(task_in(&json, "report")["state"], "upstream_failed");
 }
 
 #[test]
 fn outputs_params_and_dates_reach_downstream_templates() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_with_scratch();
     let file = dag_file("outputs.yaml");
     let run = cmd.run(["run", &file, "--param", "x=from the command line", "--date", "2024-03-01"]);
     run.expect_code(0);
-    let id = run_id(&run);
+    let id = run.run_id();
     assert_eq!(id, "manual__2024-03-01T00:00:00Z");
 
     let log = cmd.run(["logs", "rt_outputs", &id, "b"]);
@@ -494,29 +437,28 @@ fn outputs_params_and_dates_reach_downstream_templates() {
         "{}",
         log.stdout
     );
-    let json = run_json(&cmd, "rt_outputs", &id);
+    let json = cmd.status("rt_outputs", &id);
     assert_eq!(
-        task(&json, "a")["outputs"],
+        task_in(&json, "a")["outputs"],
         serde_json::json!({"path": "/x/y", "notes": "first note\nsecond note", "exit_code": 0})
     );
-    assert_eq!(task(&json, "b")["outputs"], serde_json::json!({"exit_code": 0}));
+    assert_eq!(task_in(&json, "b")["outputs"], serde_json::json!({"exit_code": 0}));
     assert_eq!(json["run"]["params"], serde_json::json!({"x": "from the command line"}));
     assert_eq!(json["run"]["logical_date"], "2024-03-01T00:00:00Z");
 
     // Without --param the default applies; the same date gives the next free run id.
     let run = cmd.run(["run", &file, "--date", "2024-03-01"]);
     run.expect_code(0);
-    let second = run_id(&run);
+    let second = run.run_id();
     assert_eq!(second, "manual__2024-03-01T00:00:00Z.2");
-    let log = std::fs::read_to_string(task_dir(&home, "rt_outputs", &second, "b").join("1.log")).expect("log");
+    let log = std::fs::read_to_string(home.log_dir("rt_outputs", &second, "b").join("1.log")).expect("log");
     assert!(output_lines(&log).contains(&"x is default-x, ds is 2024-03-01"), "{log}");
 }
 
 #[test]
 fn ctrl_c_cancels_the_run_and_stops_its_tasks() {
-    let (home, cmd) = setup();
-    let fifo = home.scratch().join("pid.fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let (home, cmd) = setup_with_scratch();
+    let fifo = home.fifo("pid.fifo");
     let mut flowctl = Background::start(&cmd, &["run", &dag_file("cancel.yaml")]);
     let line = flowctl.wait_for_line(" block running (try 1/1)");
     assert!(line.ends_with(" block running (try 1/1)\n"), "{line}");
@@ -527,17 +469,17 @@ fn ctrl_c_cancels_the_run_and_stops_its_tasks() {
     run.expect_code(1);
     assert_not_running(sleep_pid);
 
-    let id = run_id(&run);
+    let id = run.run_id();
     assert!(run.stderr.contains("cancelling: stopping running tasks"), "{}", run.stderr);
     let last = run.stdout.lines().last().unwrap_or_default();
     assert!(last.starts_with(&format!("run {id} failed in ")) && last.ends_with(" (cancelled by the user)"), "{last}");
-    let json = run_json(&cmd, "rt_cancel", &id);
+    let json = cmd.status("rt_cancel", &id);
     assert_eq!(json["run"]["state"], "failed");
     assert_eq!(json["run"]["note"], "cancelled by the user");
-    let block = task(&json, "block");
+    let block = task_in(&json, "block");
     assert_eq!((&block["state"], &block["error"]), (&"failed".into(), &"cancelled by the user".into()), "{block:#}");
     // The task after it never started.
-    let after = task(&json, "after");
+    let after = task_in(&json, "after");
     assert_eq!((&after["state"], &after["try_number"]), (&"none".into(), &0.into()), "{after:#}");
     let runs = cmd.run(["status", "rt_cancel"]);
     assert!(row(&runs.stdout, &id).ends_with(&["cancelled", "by", "the", "user"]), "{}", runs.stdout);
@@ -545,9 +487,8 @@ fn ctrl_c_cancels_the_run_and_stops_its_tasks() {
 
 #[test]
 fn a_second_ctrl_c_quits_at_once_and_takes_the_runs_processes_along() {
-    let (home, cmd) = setup();
-    let fifo = home.scratch().join("pid.fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let (home, cmd) = setup_with_scratch();
+    let fifo = home.fifo("pid.fifo");
     let mut flowctl = Background::start(&cmd, &["run", &dag_file("stubborn.yaml")]);
     let first = flowctl.wait_for_line(" of rt_stubborn (");
     let id = first.split_whitespace().nth(1).expect("run id").to_string();
@@ -567,13 +508,13 @@ fn a_second_ctrl_c_quits_at_once_and_takes_the_runs_processes_along() {
     let run = flowctl.finish();
     run.expect_code(130);
     assert_not_running(sleep_pid);
-    let json = run_json(&cmd, "rt_stubborn", &id);
+    let json = cmd.status("rt_stubborn", &id);
     assert_eq!(json["run"]["state"], "running", "the run is left for the next start to resume");
 }
 
 #[test]
 fn bad_input_to_run_exits_2_and_says_what_to_fix() {
-    let (_home, cmd) = setup();
+    let (_home, cmd) = setup_with_scratch();
     let file = dag_file("params.yaml");
 
     let run = cmd.run(["run", &file, "--param", "bukcet=x"]);
@@ -617,7 +558,7 @@ fn bad_input_to_run_exits_2_and_says_what_to_fix() {
 
 #[test]
 fn a_second_process_is_told_who_holds_the_home() {
-    let (_home, cmd) = setup();
+    let (_home, cmd) = setup_with_scratch();
     let file = dag_file("hold.yaml");
     let mut flowctl = Background::start(&cmd, &["run", &file]);
     flowctl.wait_for_line(" hold running (try 1/1)");
@@ -634,27 +575,19 @@ fn a_second_process_is_told_who_holds_the_home() {
     let run = flowctl.finish();
     run.expect_code(1);
     // Released: the home opens again.
-    let json = run_json(&cmd, "rt_hold", &run_id(&run));
+    let json = cmd.status("rt_hold", &run.run_id());
     assert_eq!(json["run"]["note"], "cancelled by the user");
 }
 
 #[test]
 fn apply_reports_each_change_and_stores_nothing_on_error() {
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_with_scratch();
     let alpha = "dag: rt_alpha\ntasks:\n  - id: a\n    operator: noop\n";
     let beta = "dag: rt_beta\ntasks:\n  - id: b\n    operator: noop\n";
     home.write("dags/alpha.yaml", alpha);
     home.write("dags/nested/beta.yml", beta);
     let dags = home.scratch().join("dags");
     let dags = dags.to_str().expect("UTF-8 path");
-    let versions = |cmd: &Cmd| -> Vec<(String, u64)> {
-        let json = cmd.json(["status", "--output", "json"]);
-        json.as_array()
-            .expect("list")
-            .iter()
-            .map(|d| (d["dag_id"].as_str().unwrap_or_default().to_string(), d["version"].as_u64().unwrap_or_default()))
-            .collect()
-    };
     let change = |run: &Run, dag: &str| -> (String, String) {
         let cells = row(&run.stdout, dag);
         (cells[1].to_string(), cells[2].to_string())
@@ -677,7 +610,7 @@ fn apply_reports_each_change_and_stores_nothing_on_error() {
     assert_eq!(change(&run, "rt_alpha"), ("2".into(), "changed".into()), "{}", run.stdout);
     assert_eq!(change(&run, "rt_beta"), ("1".into(), "unchanged".into()), "{}", run.stdout);
     assert!(run.stdout.ends_with("applied: 0 added, 1 changed, 1 unchanged\n"), "{}", run.stdout);
-    assert_eq!(versions(&cmd), [("rt_alpha".into(), 2), ("rt_beta".into(), 1)]);
+    assert_eq!(cmd.versions(), [("rt_alpha".into(), 2), ("rt_beta".into(), 1)]);
 
     // A broken file among a changed one and a new one: nothing is stored.
     home.write("dags/nested/beta.yml", &beta.replace("id: b", "id: b_renamed"));
@@ -688,17 +621,17 @@ fn apply_reports_each_change_and_stores_nothing_on_error() {
     assert!(run.stderr.contains("broken.yaml:4:5: error:"), "{}", run.stderr);
     assert!(run.stderr.contains("error: nothing applied: "), "{}", run.stderr);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
-    assert_eq!(versions(&cmd), [("rt_alpha".into(), 2), ("rt_beta".into(), 1)]);
+    assert_eq!(cmd.versions(), [("rt_alpha".into(), 2), ("rt_beta".into(), 1)]);
 }
 
 #[test]
 fn secrets_are_masked_everywhere() {
     const CANARY: &str = "canary-s3cret-value";
-    let (home, cmd) = setup();
+    let (home, cmd) = setup_with_scratch();
     let cmd = cmd.env("DB_PASSWORD", CANARY);
     let run = cmd.run(["run", &dag_file("secrets.yaml")]);
     run.expect_code(1);
-    let id = run_id(&run);
+    let id = run.run_id();
     let mut shown = vec![("flowctl run".to_string(), format!("{}{}", run.stdout, run.stderr))];
 
     // The task did receive the secret: masked in the rendered settings and in its output.
@@ -711,16 +644,16 @@ fn secrets_are_masked_everywhere() {
     shown.push(("logs show".into(), log.stdout));
 
     // The failing task's error carries its stderr, masked.
-    let json = run_json(&cmd, "rt_secrets", &id);
+    let json = cmd.status("rt_secrets", &id);
     // An output that holds the secret is stored masked.
-    assert_eq!(task(&json, "show")["outputs"]["dsn"], "postgres://app:***@db/loans");
-    assert_eq!(task(&json, "leak")["error"], "command exited with code 4: connecting with ***");
+    assert_eq!(task_in(&json, "show")["outputs"]["dsn"], "postgres://app:***@db/loans");
+    assert_eq!(task_in(&json, "leak")["error"], "command exited with code 4: connecting with ***");
     let log = cmd.run(["logs", "rt_secrets", &id, "leak"]);
     log.expect_code(0);
     assert_eq!(output_lines(&log.stdout), ["connecting with ***"], "{}", log.stdout);
     shown.push(("logs leak".into(), log.stdout));
     // An error whose first line holds the secret: the program to run is the secret.
-    let error = task(&json, "bad_program")["error"].as_str().unwrap_or_default().to_string();
+    let error = task_in(&json, "bad_program")["error"].as_str().unwrap_or_default().to_string();
     assert!(error.starts_with("program \"***\" not found: "), "{error}");
 
     for args in [

@@ -9,12 +9,11 @@
 
 mod util;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
-use util::moto::{bucket, moto, moto_with_auth, random_file, Moto};
-use util::{Cmd, FileWatch, Run, TempHome};
+use util::moto::{bucket, moto, moto_with_auth, random_file, setup_aws, TestConnection};
+use util::{files_under, FileWatch, Run};
 
 /// The secret access key every test's connection uses: it must never appear in any log, error or
 /// status output.
@@ -24,65 +23,12 @@ const KEY_ID: &str = "AKIAFLOWCTLTEST00001";
 const LIMIT: Duration = Duration::from_secs(300);
 const MIB: u64 = 1024 * 1024;
 
-/// A home whose `aws_default` connection points at `moto` with the test keys.
-fn setup(moto: &Moto) -> (TempHome, Cmd) {
-    let (home, cmd) = util::setup_with_scratch();
-    let cmd = cmd
-        .env("S3_TEST_KEY_ID", KEY_ID)
-        .env("S3_TEST_SECRET", CANARY)
-        .env("FLOWCTL_CONN_AWS_DEFAULT", &moto.connection_json("S3_TEST_KEY_ID", "S3_TEST_SECRET"))
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    (home, cmd)
-}
+/// The tests' connection, `aws_default`, with the test keys.
+const AWS: TestConnection = TestConnection { name: "AWS_DEFAULT", vars: "S3_TEST", key_id: KEY_ID, secret: CANARY };
 
-/// Runs a DAG file for 2024-01-02.
-fn run(cmd: &Cmd, file: &Path) -> Run {
-    cmd.run_within(LIMIT, ["run".as_ref(), file.as_os_str(), "--date".as_ref(), "2024-01-02".as_ref()])
-}
-
-/// The id of the run `run` makes.
+/// The date every test runs its DAG for, and the id of that run.
+const DATE: &str = "2024-01-02";
 const RUN_ID: &str = "manual__2024-01-02T00:00:00Z";
-
-/// The task instance `task` from `status DAG RUN --output json`.
-fn task(cmd: &Cmd, dag: &str, task: &str) -> Value {
-    let status = cmd.json(["status", dag, RUN_ID, "--output", "json"]);
-    status["tasks"]
-        .as_array()
-        .expect("tasks is a list")
-        .iter()
-        .find(|t| t["task_id"] == task)
-        .cloned()
-        .unwrap_or_else(|| panic!("no task {task} in {status:#}"))
-}
-
-fn log_path(home: &TempHome, dag: &str, task: &str) -> PathBuf {
-    home.path().join("logs").join(dag).join(RUN_ID).join(task).join("1.log")
-}
-
-/// The first attempt log of a task.
-fn log_of(home: &TempHome, dag: &str, task: &str) -> String {
-    let path = log_path(home, dag, task);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// Every file under a folder, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(current) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&current) else { continue };
-        for entry in entries {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    found
-}
 
 fn keys(listing: &[(String, u64)]) -> Vec<&str> {
     listing.iter().map(|(k, _)| k.as_str()).collect()
@@ -101,46 +47,46 @@ fn a_100_mib_multipart_upload_is_byte_identical_and_if_changed_then_skips_it() {
     let moto = moto();
     let bucket = bucket("big");
     moto.make_bucket(&bucket);
-    let (home, cmd) = setup(moto);
+    let (home, cmd) = setup_aws(&AWS, moto.connection());
     let data = home.scratch().join("data.bin");
     random_file(&data, 100 * MIB, 7);
     let extra = "      part_size: 8MiB\n      concurrency: 4\n      overwrite: if_changed\n";
     let file = home.write("big.yaml", &upload_dag("s3_big", &data, &format!("s3://{bucket}/raw/"), extra));
 
-    run(&cmd, &file).expect_code(0);
+    cmd.run_file(&file, DATE, LIMIT).expect_code(0);
     moto.assert_same(&bucket, "raw/data.bin", &data);
     let head = moto.head(&bucket, "raw/data.bin");
     assert!(head["etag"].as_str().expect("etag").ends_with("-13"), "100 MiB in 8 MiB parts is 13 parts: {head}");
     assert_eq!(head["metadata"]["flowctl-part-size"], "8388608");
-    let upload = task(&cmd, "s3_big", "upload");
+    let upload = cmd.task("s3_big", RUN_ID, "upload");
     assert_eq!(upload["outputs"]["keys"], serde_json::json!(["raw/data.bin"]));
     assert_eq!(upload["outputs"]["uris"], serde_json::json!([format!("s3://{bucket}/raw/data.bin")]));
     assert_eq!(upload["outputs"]["bytes"], 100 * MIB);
     assert_eq!(upload["outputs"]["files_skipped"], 0);
-    let log = log_of(&home, "s3_big", "upload");
+    let log = home.log("s3_big", RUN_ID, "upload", 1);
     assert!(log.contains(&format!("s3://{bucket}/raw/data.bin: 100 MiB in 13 parts of 8 MiB")), "{log}");
     assert!(log.contains("13/13 parts sent"), "{log}");
 
     // Unchanged: the multipart ETag recomputed locally with the recorded part size matches, so
     // nothing is sent (a second home, so the run id is free).
-    let (home2, cmd2) = setup(moto);
+    let (home2, cmd2) = setup_aws(&AWS, moto.connection());
     let file2 = home2.write("big.yaml", &upload_dag("s3_big", &data, &format!("s3://{bucket}/raw/"), extra));
-    run(&cmd2, &file2).expect_code(0);
-    let again = task(&cmd2, "s3_big", "upload");
+    cmd2.run_file(&file2, DATE, LIMIT).expect_code(0);
+    let again = cmd2.task("s3_big", RUN_ID, "upload");
     assert_eq!(again["outputs"]["files_skipped"], 1, "{again:#}");
     assert_eq!(again["outputs"]["files_uploaded"], 0);
     assert_eq!(again["outputs"]["skipped_keys"], serde_json::json!(["raw/data.bin"]));
     assert_eq!(again["outputs"]["bytes"], 0);
-    assert!(log_of(&home2, "s3_big", "upload").contains(&format!("unchanged, skipped: {} (s3://{bucket}/raw/data.bin)", data.display())));
+    assert!(home2.log("s3_big", RUN_ID, "upload", 1).contains(&format!("unchanged, skipped: {} (s3://{bucket}/raw/data.bin)", data.display())));
 
     // One byte changed in the middle of a part: same size, different ETag, uploaded again.
     let mut bytes = std::fs::read(&data).expect("read data");
     bytes[50 * MIB as usize] ^= 0xff;
     std::fs::write(&data, &bytes).expect("write data");
-    let (home3, cmd3) = setup(moto);
+    let (home3, cmd3) = setup_aws(&AWS, moto.connection());
     let file3 = home3.write("big.yaml", &upload_dag("s3_big", &data, &format!("s3://{bucket}/raw/"), extra));
-    run(&cmd3, &file3).expect_code(0);
-    assert_eq!(task(&cmd3, "s3_big", "upload")["outputs"]["files_uploaded"], 1);
+    cmd3.run_file(&file3, DATE, LIMIT).expect_code(0);
+    assert_eq!(cmd3.task("s3_big", RUN_ID, "upload")["outputs"]["files_uploaded"], 1);
     moto.assert_same(&bucket, "raw/data.bin", &data);
 }
 
@@ -149,7 +95,7 @@ fn if_changed_uploads_only_the_changed_files_of_a_folder() {
     let moto = moto();
     let bucket = bucket("changed");
     moto.make_bucket(&bucket);
-    let (home, cmd) = setup(moto);
+    let (home, cmd) = setup_aws(&AWS, moto.connection());
     let folder = home.scratch().join("export");
     std::fs::create_dir_all(folder.join("2024")).expect("mkdir");
     std::fs::write(folder.join("a.csv"), "id,amount\n1,10\n").expect("write");
@@ -157,7 +103,7 @@ fn if_changed_uploads_only_the_changed_files_of_a_folder() {
     std::fs::write(folder.join("2024/c.txt"), "c\n").expect("write");
     let dag = |extra: &str| upload_dag("s3_changed", &folder, &format!("s3://{bucket}/in"), extra);
     let file = home.write("changed.yaml", &dag("      overwrite: if_changed\n"));
-    run(&cmd, &file).expect_code(0);
+    cmd.run_file(&file, DATE, LIMIT).expect_code(0);
     assert_eq!(keys(&moto.list(&bucket, "")), ["in/2024/b.json", "in/2024/c.txt", "in/a.csv"]);
     for (key, name) in [("in/a.csv", "a.csv"), ("in/2024/b.json", "2024/b.json"), ("in/2024/c.txt", "2024/c.txt")] {
         moto.assert_same(&bucket, key, &folder.join(name));
@@ -169,10 +115,10 @@ fn if_changed_uploads_only_the_changed_files_of_a_folder() {
     // Same size, different bytes; and an unchanged file whose object another tool replaced.
     std::fs::write(folder.join("a.csv"), "id,amount\n1,99\n").expect("write");
     moto.put_text(&bucket, "in/2024/c.txt", "x\n");
-    let (home2, cmd2) = setup(moto);
+    let (home2, cmd2) = setup_aws(&AWS, moto.connection());
     let file2 = home2.write("changed.yaml", &dag("      overwrite: if_changed\n"));
-    run(&cmd2, &file2).expect_code(0);
-    let upload = task(&cmd2, "s3_changed", "upload");
+    cmd2.run_file(&file2, DATE, LIMIT).expect_code(0);
+    let upload = cmd2.task("s3_changed", RUN_ID, "upload");
     assert_eq!(upload["outputs"]["keys"], serde_json::json!(["in/2024/c.txt", "in/a.csv"]), "{upload:#}");
     assert_eq!(upload["outputs"]["skipped_keys"], serde_json::json!(["in/2024/b.json"]));
     assert_eq!(upload["outputs"]["files_skipped"], 1);
@@ -187,7 +133,7 @@ fn never_refuses_an_existing_key_and_uploads_nothing() {
     let bucket = bucket("never");
     moto.make_bucket(&bucket);
     moto.put_text(&bucket, "in/b.csv", "already here\n");
-    let (home, cmd) = setup(moto);
+    let (home, cmd) = setup_aws(&AWS, moto.connection());
     let folder = home.scratch().join("out");
     std::fs::create_dir_all(&folder).expect("mkdir");
     std::fs::write(folder.join("a.csv"), "a\n").expect("write");
@@ -195,8 +141,8 @@ fn never_refuses_an_existing_key_and_uploads_nothing() {
     let text = upload_dag("s3_never", &folder.join("*.csv"), &format!("s3://{bucket}/in/"), "      overwrite: never\n")
         .replace("    operator: s3.upload\n", "    operator: s3.upload\n    retries: 2\n");
     let file = home.write("never.yaml", &text);
-    run(&cmd, &file).expect_code(1);
-    let upload = task(&cmd, "s3_never", "upload");
+    cmd.run_file(&file, DATE, LIMIT).expect_code(1);
+    let upload = cmd.task("s3_never", RUN_ID, "upload");
     assert_eq!(upload["state"], "failed");
     // Final: no retry is spent on an existing key.
     assert_eq!(upload["try_number"], 1, "{upload:#}");
@@ -217,12 +163,12 @@ fn the_sensor_succeeds_when_the_key_appears_mid_wait() {
     let moto = moto();
     let bucket = bucket("sensor");
     moto.make_bucket(&bucket);
-    let (home, cmd) = setup(moto);
+    let (home, cmd) = setup_aws(&AWS, moto.connection());
     let text = format!(
         "dag: s3_sensor\ntasks:\n  - id: wait\n    operator: s3.wait\n    with:\n      source: s3://{bucket}/in/{{{{ ds }}}}/_SUCCESS\n      poke_interval: 100ms\n      timeout: 2m\n"
     );
     let file = home.write("sensor.yaml", &text);
-    let log = log_path(&home, "s3_sensor", "wait");
+    let log = home.log_path("s3_sensor", RUN_ID, "wait", 1);
     std::fs::create_dir_all(log.parent().expect("folder")).expect("mkdir the log folder");
     let mut watch = FileWatch::new(&log);
     let child = cmd
@@ -235,11 +181,11 @@ fn the_sensor_succeeds_when_the_key_appears_mid_wait() {
     moto.put_text(&bucket, "in/2024-01-02/_SUCCESS", "");
     let done: Run = child.wait_with_output().expect("wait for flowctl").into();
     done.expect_code(0);
-    let text = log_of(&home, "s3_sensor", "wait");
+    let text = home.log("s3_sensor", RUN_ID, "wait", 1);
     assert!(text.contains(&format!("| waiting for s3://{bucket}/in/2024-01-02/_SUCCESS, poking every 100ms, for up to 2m")), "{text}");
     assert!(text.contains("| poke 1: found 0 objects of the 1 needed"), "{text}");
     assert!(text.lines().any(|l| l.contains(": found 1 object; done after")), "{text}");
-    let wait = task(&cmd, "s3_sensor", "wait");
+    let wait = cmd.task("s3_sensor", RUN_ID, "wait");
     assert_eq!(wait["outputs"]["keys"], serde_json::json!(["in/2024-01-02/_SUCCESS"]));
     assert_eq!(wait["outputs"]["count"], 1);
 }
@@ -252,7 +198,7 @@ fn a_waiting_sensor_leaves_its_slot_to_the_task_it_waits_for() {
     let moto = moto();
     let bucket = bucket("slot");
     moto.make_bucket(&bucket);
-    let (home, cmd) = setup(moto);
+    let (home, cmd) = setup_aws(&AWS, moto.connection());
     let text = format!(
         r#"dag: s3_slot
 max_active_tasks: 1
@@ -273,11 +219,11 @@ tasks:
         endpoint = moto.endpoint,
     );
     let file = home.write("slot.yaml", &text);
-    run(&cmd, &file).expect_code(0);
-    let text = log_of(&home, "s3_slot", "wait");
+    cmd.run_file(&file, DATE, LIMIT).expect_code(0);
+    let text = home.log("s3_slot", RUN_ID, "wait", 1);
     assert!(text.contains("| poke 1: found 0 objects of the 1 needed"), "the sensor did not start first:\n{text}");
     assert!(text.contains(": found 1 object; done after"), "{text}");
-    assert_eq!(task(&cmd, "s3_slot", "wait")["outputs"]["keys"], serde_json::json!(["ready/part-0"]));
+    assert_eq!(cmd.task("s3_slot", RUN_ID, "wait")["outputs"]["keys"], serde_json::json!(["ready/part-0"]));
 }
 
 #[test]
@@ -287,7 +233,7 @@ fn the_sensor_times_out_with_a_clear_error_or_skips_with_soft_fail() {
     moto.make_bucket(&bucket);
     moto.put_text(&bucket, "in/a.csv", "a\n");
     moto.put_text(&bucket, "in/empty.csv", "");
-    let (home, cmd) = setup(moto);
+    let (home, cmd) = setup_aws(&AWS, moto.connection());
     let text = format!(
         r#"dag: s3_timeout
 tasks:
@@ -313,8 +259,8 @@ tasks:
 "#
     );
     let file = home.write("timeout.yaml", &text);
-    run(&cmd, &file).expect_code(1);
-    let wait = task(&cmd, "s3_timeout", "wait");
+    cmd.run_file(&file, DATE, LIMIT).expect_code(1);
+    let wait = cmd.task("s3_timeout", RUN_ID, "wait");
     assert_eq!(wait["state"], "failed");
     assert_eq!(wait["try_number"], 1, "a sensor timeout is final: {wait:#}");
     assert_eq!(
@@ -324,10 +270,10 @@ tasks:
         )
         .as_str()
     );
-    let soft = task(&cmd, "s3_timeout", "soft");
+    let soft = cmd.task("s3_timeout", RUN_ID, "soft");
     assert_eq!(soft["state"], "skipped", "{soft:#}");
-    assert_eq!(task(&cmd, "s3_timeout", "after_soft")["state"], "skipped");
-    let log = log_of(&home, "s3_timeout", "soft");
+    assert_eq!(cmd.task("s3_timeout", RUN_ID, "after_soft")["state"], "skipped");
+    let log = home.log("s3_timeout", RUN_ID, "soft", 1);
     assert!(
         log.contains(&format!("timed out after 500ms waiting for s3://{bucket}/in/missing.csv: it does not exist; soft_fail is set, so the task is skipped")),
         "{log}"
@@ -337,13 +283,13 @@ tasks:
 #[test]
 fn wrong_credentials_give_a_clear_final_error() {
     let moto = moto_with_auth();
-    let (home, cmd) = setup(moto);
+    let (home, cmd) = setup_aws(&AWS, moto.connection());
     let data = home.write("a.csv", "a\n");
     let text = upload_dag("s3_creds", &data, "s3://no-such-keys/in/", "").replace("    operator: s3.upload\n", "    operator: s3.upload\n    retries: 2\n");
     let file = home.write("creds.yaml", &text);
-    let done = run(&cmd, &file);
+    let done = cmd.run_file(&file, DATE, LIMIT);
     done.expect_code(1);
-    let upload = task(&cmd, "s3_creds", "upload");
+    let upload = cmd.task("s3_creds", RUN_ID, "upload");
     assert_eq!(upload["try_number"], 1, "bad keys are final: {upload:#}");
     assert_eq!(
         upload["error"],
@@ -361,7 +307,7 @@ fn wrong_credentials_give_a_clear_final_error() {
         "{}",
         tested.stderr
     );
-    for text in [&done.stdout, &done.stderr, &tested.stdout, &tested.stderr, &log_of(&home, "s3_creds", "upload")] {
+    for text in [&done.stdout, &done.stderr, &tested.stdout, &tested.stderr, &home.log("s3_creds", RUN_ID, "upload", 1)] {
         assert!(!text.contains(CANARY), "the secret key leaked:\n{text}");
     }
 }
@@ -369,7 +315,7 @@ fn wrong_credentials_give_a_clear_final_error() {
 #[test]
 fn an_unreachable_endpoint_is_retryable_and_named() {
     let moto = moto();
-    let (home, cmd) = setup(moto);
+    let (home, cmd) = setup_aws(&AWS, moto.connection());
     // A port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
     let endpoint = format!("http://127.0.0.1:{port}");
@@ -378,8 +324,8 @@ fn an_unreachable_endpoint_is_retryable_and_named() {
     let cmd = cmd.env("FLOWCTL_CONN_NOWHERE", &connection.to_string());
     let text = "dag: s3_nowhere\ntasks:\n  - id: list\n    operator: s3.list\n    with:\n      source: s3://lake/in/\n      connection: nowhere\n";
     let file = home.write("nowhere.yaml", text);
-    run(&cmd, &file).expect_code(1);
-    let list = task(&cmd, "s3_nowhere", "list");
+    cmd.run_file(&file, DATE, LIMIT).expect_code(1);
+    let list = cmd.task("s3_nowhere", RUN_ID, "list");
     let error = list["error"].as_str().expect("error");
     assert!(
         error.starts_with(&format!("s3://lake/in/: cannot reach endpoint {endpoint} (")),
@@ -397,7 +343,7 @@ fn list_download_copy_and_delete_work_together_and_the_secret_never_shows() {
     moto.put_text(&bucket, "in/2024-01-02/b.csv", "id\n2\n3\n");
     moto.put_text(&bucket, "in/2024-01-02/x/c.json", "{}\n");
     moto.put_text(&bucket, "in/2024-01-01/old.csv", "old\n");
-    let (home, cmd) = setup(moto);
+    let (home, cmd) = setup_aws(&AWS, moto.connection());
     let downloads = home.scratch().join("dl");
     let text = format!(
         r#"dag: s3_round
@@ -441,23 +387,23 @@ tasks:
         downloads = downloads.display()
     );
     let file = home.write("round.yaml", &text);
-    let done = run(&cmd, &file);
+    let done = cmd.run_file(&file, DATE, LIMIT);
     done.expect_code(0);
 
     // s3.list outputs, read downstream through templates.
-    let list = task(&cmd, "s3_round", "list");
+    let list = cmd.task("s3_round", RUN_ID, "list");
     assert_eq!(list["outputs"]["keys"], serde_json::json!(["in/2024-01-02/a.csv", "in/2024-01-02/b.csv"]));
     assert_eq!(list["outputs"]["sizes"], serde_json::json!([5, 7]));
     assert_eq!(list["outputs"]["count"], 2);
     assert_eq!(list["outputs"]["total_bytes"], 12);
-    assert!(log_of(&home, "s3_round", "show").contains("| keys=in/2024-01-02/a.csv,in/2024-01-02/b.csv sizes=5,7"));
+    assert!(home.log("s3_round", RUN_ID, "show", 1).contains("| keys=in/2024-01-02/a.csv,in/2024-01-02/b.csv sizes=5,7"));
 
     // s3.download of a prefix keeps the layout below it.
     let got: Vec<String> = files_under(&downloads).iter().map(|p| p.strip_prefix(&downloads).expect("below").display().to_string()).collect();
     assert_eq!(got, ["a.csv", "b.csv", "x/c.json"]);
     assert_eq!(std::fs::read_to_string(downloads.join("b.csv")).expect("b.csv"), "id\n2\n3\n");
     assert_eq!(std::fs::read_to_string(downloads.join("x/c.json")).expect("c.json"), "{}\n");
-    let download = task(&cmd, "s3_round", "download");
+    let download = cmd.task("s3_round", RUN_ID, "download");
     assert_eq!(download["outputs"]["files_downloaded"], 3);
     assert_eq!(download["outputs"]["bytes"], 15);
 
@@ -466,10 +412,10 @@ tasks:
     assert_eq!(keys(&listing), ["archive/2024-01-02/a.csv", "archive/2024-01-02/b.csv", "single/renamed.json"]);
     moto.assert_same(&bucket, "archive/2024-01-02/b.csv", &downloads.join("b.csv"));
     moto.assert_same(&bucket, "single/renamed.json", &downloads.join("x/c.json"));
-    assert_eq!(task(&cmd, "s3_round", "copy")["outputs"]["keys"], serde_json::json!(["archive/2024-01-02/a.csv", "archive/2024-01-02/b.csv"]));
-    let delete = task(&cmd, "s3_round", "delete");
+    assert_eq!(cmd.task("s3_round", RUN_ID, "copy")["outputs"]["keys"], serde_json::json!(["archive/2024-01-02/a.csv", "archive/2024-01-02/b.csv"]));
+    let delete = cmd.task("s3_round", RUN_ID, "delete");
     assert_eq!(delete["outputs"]["count"], 3);
-    assert_eq!(task(&cmd, "s3_round", "delete_keys")["outputs"]["count"], 2);
+    assert_eq!(cmd.task("s3_round", RUN_ID, "delete_keys")["outputs"]["count"], 2);
 
     // The secret access key is nowhere: not in any log file, not in status (text or JSON).
     let mut seen = vec![done.stdout.clone(), done.stderr.clone()];
@@ -491,7 +437,7 @@ tasks:
 #[test]
 fn connections_test_reports_the_account_and_endpoint() {
     let moto = moto();
-    let (_home, cmd) = setup(moto);
+    let (_home, cmd) = setup_aws(&AWS, moto.connection());
     let tested = cmd.run(["connections", "test", "aws_default"]);
     tested.expect_code(0);
     assert!(
@@ -511,7 +457,7 @@ fn download_errors_name_the_object_and_never_leaves_partial_files() {
     let bucket = bucket("dlerr");
     moto.make_bucket(&bucket);
     moto.put_text(&bucket, "in/a.csv", "a\n");
-    let (home, cmd) = setup(moto);
+    let (home, cmd) = setup_aws(&AWS, moto.connection());
     let dest = home.scratch().join("dl");
     std::fs::create_dir_all(&dest).expect("mkdir");
     std::fs::write(dest.join("a.csv"), "local\n").expect("write");
@@ -537,13 +483,13 @@ tasks:
         dest = dest.display()
     );
     let file = home.write("dlerr.yaml", &text);
-    run(&cmd, &file).expect_code(1);
+    cmd.run_file(&file, DATE, LIMIT).expect_code(1);
     assert_eq!(
-        task(&cmd, "s3_dlerr", "missing")["error"],
+        cmd.task("s3_dlerr", RUN_ID, "missing")["error"],
         format!("s3://{bucket}/in/nope.csv does not exist; check the key (a prefix ends with /)").as_str()
     );
     assert_eq!(
-        task(&cmd, "s3_dlerr", "no_bucket")["error"],
+        cmd.task("s3_dlerr", RUN_ID, "no_bucket")["error"],
         format!(
             "s3://{bucket}-gone/in/: the bucket does not exist at endpoint {}; check the bucket's name and the connection's region and endpoint (connection \"aws_default\")",
             moto.endpoint
@@ -551,7 +497,7 @@ tasks:
         .as_str()
     );
     assert_eq!(
-        task(&cmd, "s3_dlerr", "never")["error"],
+        cmd.task("s3_dlerr", RUN_ID, "never")["error"],
         format!(
             "{}/a.csv already exists (for s3://{bucket}/in/a.csv) and overwrite is never: nothing was downloaded; remove it, pick another destination, or set overwrite: always or if_changed",
             dest.display()
@@ -567,7 +513,7 @@ fn the_example_dag_runs_against_s3_when_its_connection_is_set() {
     let moto = moto();
     let bucket = bucket("example");
     moto.make_bucket(&bucket);
-    let (home, cmd) = setup(moto);
+    let (home, cmd) = setup_aws(&AWS, moto.connection());
     let cmd = cmd.env("FLOWCTL_CONN_LOCAL_S3", &moto.connection_json("S3_TEST_KEY_ID", "S3_TEST_SECRET"));
     let work = home.scratch().join("work");
     let file = util::repo_root().join("dags/examples/s3_pipeline.yaml");
@@ -586,9 +532,9 @@ fn the_example_dag_runs_against_s3_when_its_connection_is_set() {
     );
     done.expect_code(0);
     for id in ["export", "upload", "wait", "list", "report", "archive", "fetch", "clean_up"] {
-        assert_eq!(task(&cmd, "s3_pipeline", id)["state"], "success", "{id}: {}", done.stdout);
+        assert_eq!(cmd.task("s3_pipeline", RUN_ID, id)["state"], "success", "{id}: {}", done.stdout);
     }
-    assert!(log_of(&home, "s3_pipeline", "report").contains("| 2 files, 74 bytes - raw/2024-01-02/balances.csv, raw/2024-01-02/rates.csv"));
+    assert!(home.log("s3_pipeline", RUN_ID, "report", 1).contains("| 2 files, 74 bytes - raw/2024-01-02/balances.csv, raw/2024-01-02/rates.csv"));
     assert_eq!(keys(&moto.list(&bucket, "")), ["archive/2024-01-02/balances.csv", "archive/2024-01-02/rates.csv"]);
     let back = work.join("2024-01-02/back");
     for name in ["balances.csv", "rates.csv"] {
@@ -599,7 +545,7 @@ fn the_example_dag_runs_against_s3_when_its_connection_is_set() {
 #[test]
 fn a_connection_without_a_region_says_how_to_set_it() {
     let moto = moto();
-    let (home, cmd) = setup(moto);
+    let (home, cmd) = setup_aws(&AWS, moto.connection());
     let connection = serde_json::json!({"type": "aws", "endpoint_url": moto.endpoint, "force_path_style": true,
         "access_key_id_env": "S3_TEST_KEY_ID", "secret_access_key_env": "S3_TEST_SECRET"});
     let file = home.write(
@@ -619,7 +565,7 @@ fn a_connection_without_a_region_says_how_to_set_it() {
         .into();
     done.expect_code(1);
     assert_eq!(
-        task(&cmd, "s3_noregion", "list")["error"],
+        cmd.task("s3_noregion", RUN_ID, "list")["error"],
         "connection \"noregion\" has no region: set `region:` in its definition (config.yaml, or ?region=... in FLOWCTL_CONN_NOREGION), or export AWS_REGION"
     );
 }

@@ -6,13 +6,10 @@
 
 mod util;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use util::moto::{moto, python, Moto};
-use util::{Cmd, TempHome};
+use util::moto::{moto, setup_aws, Moto, TestConnection};
 
 /// The secret access key of the test connection: it must never appear in a log or status.
 const CANARY: &str = "canary-sagemaker-secret-7d21f0";
@@ -20,57 +17,13 @@ const CANARY: &str = "canary-sagemaker-secret-7d21f0";
 const LIMIT: Duration = Duration::from_secs(300);
 const RUN_ID: &str = "manual__2024-03-01T00:00:00Z";
 
-/// A home whose `aws_default` connection points at moto with the test keys.
-fn setup(moto: &Moto) -> (TempHome, Cmd) {
-    let (home, cmd) = util::setup_with_scratch();
-    let cmd = cmd
-        .env("SM_TEST_KEY_ID", "AKIAFLOWCTLSAGEMAKER")
-        .env("SM_TEST_SECRET", CANARY)
-        .env("FLOWCTL_CONN_AWS_DEFAULT", &moto.connection_json("SM_TEST_KEY_ID", "SM_TEST_SECRET"))
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    (home, cmd)
-}
+/// The tests' connection, `aws_default`.
+const AWS: TestConnection = TestConnection { name: "AWS_DEFAULT", vars: "SM_TEST", key_id: "AKIAFLOWCTLSAGEMAKER", secret: CANARY };
 
-/// Runs the independent client; panics with its output when it fails.
+/// Runs the independent client (`tests/data/sagemaker/sagemaker_client.py`); panics with its
+/// output when it fails.
 fn client(moto: &Moto, args: &[&str]) -> String {
-    let script = util::repo_root().join("tests/data/sagemaker/sagemaker_client.py");
-    let output = Command::new(python())
-        .arg(script)
-        .arg(&moto.endpoint)
-        .args(args)
-        .env_remove("AWS_PROFILE")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sagemaker_client.py");
-    assert!(
-        output.status.success(),
-        "sagemaker_client.py {args:?} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// The task instance `task` from `status DAG RUN --output json`.
-fn task(cmd: &Cmd, dag: &str, task: &str) -> Value {
-    let status = cmd.json(["status", dag, RUN_ID, "--output", "json"]);
-    status["tasks"]
-        .as_array()
-        .expect("tasks is a list")
-        .iter()
-        .find(|t| t["task_id"] == task)
-        .cloned()
-        .unwrap_or_else(|| panic!("no task {task} in {status:#}"))
-}
-
-fn log_of(home: &TempHome, dag: &str, task: &str) -> String {
-    let path = home.path().join("logs").join(dag).join(RUN_ID).join(task).join("1.log");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-fn run(cmd: &Cmd, file: &Path) -> util::Run {
-    cmd.run_within(LIMIT, ["run".as_ref(), file.as_os_str(), "--date".as_ref(), "2024-03-01".as_ref()])
+    moto.run_client("tests/data/sagemaker/sagemaker_client.py", args)
 }
 
 const TRAIN_DAG: &str = r#"dag: sm_churn
@@ -119,12 +72,12 @@ tasks:
 #[test]
 fn train_sends_the_whole_request_and_outputs_the_model_path() {
     let moto = moto();
-    let (home, cmd) = setup(moto);
+    let (home, cmd) = setup_aws(&AWS, moto.connection());
     let file = home.write("sm_churn.yaml", TRAIN_DAG);
 
-    run(&cmd, &file).expect_code(0);
+    cmd.run_file(&file, "2024-03-01", LIMIT).expect_code(0);
 
-    let train = task(&cmd, "sm_churn", "train");
+    let train = cmd.task("sm_churn", RUN_ID, "train");
     assert_eq!(train["state"], "success", "{train:#}");
     let name = train["outputs"]["job_name"].as_str().expect("job_name output").to_string();
     assert!(name.starts_with("churn-20240301-") && name.len() <= 63, "{name}");
@@ -171,10 +124,10 @@ fn train_sends_the_whole_request_and_outputs_the_model_path() {
     assert_eq!(train["outputs"]["model_artifacts"], artifacts.as_str());
     assert_eq!(train["outputs"]["job_arn"], job["TrainingJobArn"]);
     assert!(train["outputs"].get("billable_seconds").is_some(), "{train:#}");
-    let report = log_of(&home, "sm_churn", "report");
+    let report = home.log("sm_churn", RUN_ID, "report", 1);
     assert!(report.contains(&format!("model {artifacts} billed")), "the downstream task reads the outputs:\n{report}");
 
-    let log = log_of(&home, "sm_churn", "train");
+    let log = home.log("sm_churn", RUN_ID, "train", 1);
     assert!(log.contains(&format!("created training job {name} (")), "{log}");
     assert!(log.contains(&format!("training job {name} is Completed")), "{log}");
     assert!(log.contains("  Starting: Preparing the instances for training"), "{log}");
@@ -187,12 +140,12 @@ fn train_sends_the_whole_request_and_outputs_the_model_path() {
 #[test]
 fn each_run_trains_a_job_of_its_own() {
     let moto = moto();
-    let (home, cmd) = setup(moto);
+    let (home, cmd) = setup_aws(&AWS, moto.connection());
     let dag = TRAIN_DAG.replace("dag: sm_churn", "dag: sm_twice").replace("churn-{{ ds_nodash }}", "twice");
     let file = home.write("sm_twice.yaml", &dag);
 
-    run(&cmd, &file).expect_code(0);
-    cmd.run_within(LIMIT, ["run".as_ref(), file.as_os_str(), "--date".as_ref(), "2024-03-02".as_ref()]).expect_code(0);
+    cmd.run_file(&file, "2024-03-01", LIMIT).expect_code(0);
+    cmd.run_file(&file, "2024-03-02", LIMIT).expect_code(0);
 
     let names: Vec<String> = serde_json::from_str(&client(moto, &["names"])).expect("names prints JSON");
     let ours: Vec<&String> = names.iter().filter(|n| n.starts_with("twice-")).collect();

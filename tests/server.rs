@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use util::{Cmd, FileWatch, Rng, Run, Server, TempHome};
+use util::{setup_with_scratch as setup, tasks_in as tasks, Cmd, FileWatch, Rng, Run, Server, TempHome};
 
 const DATA: &str = "tests/data/server";
 
@@ -22,41 +22,14 @@ fn data(name: &str) -> String {
     format!("{DATA}/{name}")
 }
 
-/// A home whose shell tasks find the test's scratch folder in `$SCRATCH`.
-fn setup() -> (TempHome, Cmd) {
-    util::setup_with_scratch()
-}
-
 /// Now, in nanoseconds since the epoch: the clock `date +%s%N` reads in the tasks.
 fn now_ns() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos()
 }
 
-/// `status DAG RUN --output json`.
-fn run_json(cmd: &Cmd, dag: &str, run: &str) -> Value {
-    cmd.json(["status", dag, run, "--output", "json"])
-}
-
-/// The task instances of `status DAG RUN --output json`, by task id.
-fn tasks(status: &Value) -> BTreeMap<String, Value> {
-    status["tasks"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no tasks in {status:#}"))
-        .iter()
-        .map(|t| (t["task_id"].as_str().expect("task_id").to_string(), t.clone()))
-        .collect()
-}
-
 /// A task instance's state and try number.
 fn state_and_try(ti: &Value) -> (String, u64) {
     (ti["state"].as_str().unwrap_or_default().to_string(), ti["try_number"].as_u64().unwrap_or(u64::MAX))
-}
-
-/// Makes a FIFO in the scratch folder.
-fn fifo(home: &TempHome, name: &str) -> std::path::PathBuf {
-    let path = home.scratch().join(name);
-    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
-    path
 }
 
 /// The UTC date `days` days from today, as `YYYY-MM-DD`.
@@ -226,7 +199,7 @@ fn kill_9_at_random_points_loses_no_run_and_never_runs_an_attempt_twice() {
     assert_eq!(listed, expected);
     let mut final_try: BTreeMap<(String, String), u64> = BTreeMap::new();
     for run in &runs {
-        for (task, ti) in tasks(&run_json(&cmd, CRASH_DAG, run)) {
+        for (task, ti) in cmd.tasks(CRASH_DAG, run) {
             assert_eq!(ti["state"], "success", "{run} {task}: {ti:#}");
             assert_eq!(ti["error"], Value::Null, "{run} {task}: {ti:#}");
             assert_eq!(ti["max_tries"], 13, "{run} {task}: {ti:#}");
@@ -359,7 +332,7 @@ fn kill_9_at_random_points_loses_no_run_and_never_runs_an_attempt_twice() {
 #[test]
 fn sigterm_stops_running_attempts_after_the_grace_period_and_a_restart_resumes_the_run() {
     let (home, cmd) = setup();
-    let pid_fifo = fifo(&home, "pid.fifo");
+    let pid_fifo = home.fifo("pid.fifo");
     cmd.run(["apply", &data("graceful.yaml")]).expect_code(0);
     let mut server = Server::start(&cmd, &["--grace", "200ms"]);
     let trigger = cmd.run(["trigger", "sv_graceful", "--date", "2024-01-01"]);
@@ -379,7 +352,7 @@ fn sigterm_stops_running_attempts_after_the_grace_period_and_a_restart_resumes_t
     assert!(util::is_stopped(sleep_pid), "the attempt's sleep {sleep_pid} outlived the server");
 
     // Everything is recorded: the attempt as interrupted, to be retried; the run still running.
-    let json = run_json(&cmd, "sv_graceful", run);
+    let json = cmd.status("sv_graceful", run);
     assert_eq!(json["run"]["state"], "running", "{json:#}");
     let ti = tasks(&json);
     assert_eq!(state_and_try(&ti["block"]), ("up_for_retry".into(), 1), "{json:#}");
@@ -397,7 +370,7 @@ fn sigterm_stops_running_attempts_after_the_grace_period_and_a_restart_resumes_t
     let stopped = server.stop();
     stopped.expect_code(0);
     assert!(!stopped.stderr.contains("grace period over"), "nothing was running: {}", stopped.stderr);
-    let ti = tasks(&run_json(&cmd, "sv_graceful", run));
+    let ti = cmd.tasks("sv_graceful", run);
     assert_eq!(state_and_try(&ti["block"]), ("success".into(), 2));
     assert_eq!(state_and_try(&ti["after"]), ("success".into(), 1));
     let log = cmd.run(["logs", "sv_graceful", run, "block"]);
@@ -408,8 +381,8 @@ fn sigterm_stops_running_attempts_after_the_grace_period_and_a_restart_resumes_t
 #[test]
 fn sigterm_lets_running_attempts_finish_within_the_grace_period_and_starts_nothing_new() {
     let (home, cmd) = setup();
-    let started = fifo(&home, "started.fifo");
-    let go = fifo(&home, "go.fifo");
+    let started = home.fifo("started.fifo");
+    let go = home.fifo("go.fifo");
     cmd.run(["apply", &data("drain.yaml")]).expect_code(0);
     let mut server = Server::start(&cmd, &["--grace", "30s"]);
     cmd.run(["trigger", "sv_drain", "--date", "2024-01-01"]).expect_code(0);
@@ -424,7 +397,7 @@ fn sigterm_lets_running_attempts_finish_within_the_grace_period_and_starts_nothi
     stopped.expect_code(0);
     assert!(!stopped.stderr.contains("grace period over"), "{}", stopped.stderr);
     assert!(!home.path().join("server.json").exists());
-    let json = run_json(&cmd, "sv_drain", run);
+    let json = cmd.status("sv_drain", run);
     assert_eq!(json["run"]["state"], "running", "{json:#}");
     let ti = tasks(&json);
     assert_eq!(state_and_try(&ti["block"]), ("success".into(), 1), "{json:#}");
@@ -435,7 +408,7 @@ fn sigterm_lets_running_attempts_finish_within_the_grace_period_and_starts_nothi
     let server = Server::start(&cmd, &[]);
     assert_eq!(server.wait_for_run("sv_drain", run), "success");
     server.stop().expect_code(0);
-    let ti = tasks(&run_json(&cmd, "sv_drain", run));
+    let ti = cmd.tasks("sv_drain", run);
     assert_eq!(state_and_try(&ti["block"]), ("success".into(), 1), "block ran again after the restart");
     assert_eq!(state_and_try(&ti["after"]), ("success".into(), 1));
 }
@@ -453,11 +426,6 @@ fn catchup_dag(home: &TempHome, start: &str, end: Option<&str>, catchup: bool, m
         .replace("@CATCHUP@", &catchup.to_string())
         .replace("@MAX_ACTIVE_RUNS@", &max_active_runs.to_string());
     home.write("catchup.yaml", &text).to_str().expect("UTF-8 path").to_string()
-}
-
-/// The runs of a DAG from `status DAG --output json`.
-fn runs_of(cmd: &Cmd, dag: &str) -> Vec<Value> {
-    cmd.json(["status", dag, "--output", "json"]).as_array().expect("runs").clone()
 }
 
 /// Runs the sentinel DAG through the server and waits for it: once it has run, the scheduler
@@ -486,7 +454,7 @@ fn catchup_creates_every_missed_interval_oldest_first_within_max_active_runs() {
     for run in &expected {
         assert_eq!(server.wait_for_run("sv_catchup", run), "success", "{run}");
     }
-    let runs = runs_of(&cmd, "sv_catchup");
+    let runs = cmd.runs("sv_catchup");
     server.stop().expect_code(0);
 
     // Every missed interval, as a scheduled run for its logical date.
@@ -541,7 +509,7 @@ fn without_catchup_only_the_latest_interval_runs() {
     watch.wait("the latest interval's run", Duration::from_secs(60), |lines| lines.iter().any(|l| l.starts_with(&end)).then_some(()));
     assert_eq!(server.wait_for_run("sv_catchup", &latest), "success");
     scheduler_pass(&cmd);
-    let runs = runs_of(&cmd, "sv_catchup");
+    let runs = cmd.runs("sv_catchup");
     server.stop().expect_code(0);
     let ids: Vec<&str> = runs.iter().map(|r| r["run_id"].as_str().unwrap_or_default()).collect();
     if utc_date(-1) == before {
@@ -567,7 +535,7 @@ fn a_paused_dag_gets_no_runs_until_it_is_unpaused() {
 
     let server = Server::start(&cmd, &[]);
     scheduler_pass(&cmd);
-    assert_eq!(runs_of(&cmd, "sv_catchup"), Vec::<Value>::new(), "a paused DAG got runs");
+    assert_eq!(cmd.runs("sv_catchup"), Vec::<Value>::new(), "a paused DAG got runs");
     let status = cmd.run(["status"]);
     status.expect_code(0);
     let row: Vec<&str> = status.stdout.lines().find(|l| l.starts_with("sv_catchup ")).unwrap_or_default().split_whitespace().collect();
@@ -584,7 +552,7 @@ fn a_paused_dag_gets_no_runs_until_it_is_unpaused() {
     for day in &days {
         assert_eq!(server.wait_for_run("sv_catchup", &format!("scheduled__{day}T00:00:00Z")), "success");
     }
-    assert_eq!(runs_of(&cmd, "sv_catchup").len(), 2);
+    assert_eq!(cmd.runs("sv_catchup").len(), 2);
     server.stop().expect_code(0);
 }
 
@@ -661,7 +629,7 @@ fn the_api_needs_the_token_except_for_health_and_never_shows_it() {
 /// Checks a run of clear.yaml after `clear --task mid --downstream`: `mid` and its downstream
 /// tasks ran again, `up` and `side` did not and kept their outputs.
 fn check_cleared_run(home: &TempHome, cmd: &Cmd, run: &str) {
-    let json = run_json(cmd, "sv_clear", run);
+    let json = cmd.status("sv_clear", run);
     assert_eq!(json["run"]["state"], "success", "{json:#}");
     let ti = tasks(&json);
     for (task, expected) in [("up", 1), ("side", 1), ("mid", 2), ("down", 1), ("last", 1)] {
@@ -841,7 +809,7 @@ fn the_cli_prints_the_same_through_the_api_as_directly() {
     }
     scheduler_pass(&served);
     let mut queries: Vec<Vec<String>> = vec![vec!["status".into()], vec!["status".into(), "sv_cli".into()]];
-    for r in runs_of(&served, "sv_cli") {
+    for r in served.runs("sv_cli") {
         queries.push(vec!["status".into(), "sv_cli".into(), r["run_id"].as_str().expect("run_id").into()]);
     }
     let queries: Vec<Vec<String>> = queries
@@ -920,12 +888,7 @@ fn listening_beyond_this_machine_needs_an_explicit_token() {
 
 /// Each DAG's applied version, from `status --output json`.
 fn versions(cmd: &Cmd) -> BTreeMap<String, u64> {
-    cmd.json(["status", "--output", "json"])
-        .as_array()
-        .expect("DAGs")
-        .iter()
-        .map(|d| (d["dag_id"].as_str().unwrap_or_default().to_string(), d["version"].as_u64().unwrap_or_default()))
-        .collect()
+    cmd.versions().into_iter().collect()
 }
 
 /// Polls `status` (through the server) until `done` holds for the applied versions; at most
@@ -987,7 +950,7 @@ fn the_server_applies_its_dags_folder_and_keeps_the_last_good_version_of_a_broke
 
 /// Waits until an attempt's log holds a line ending with `needle`.
 fn wait_for_log_line(home: &TempHome, run: &str, attempt: u32, needle: &str) {
-    let log = home.path().join("logs/sv_follow").join(run).join(format!("gated/{attempt}.log"));
+    let log = home.log_path("sv_follow", run, "gated", attempt);
     std::fs::create_dir_all(log.parent().expect("folder")).expect("log folder");
     FileWatch::new(&log).wait(needle, Duration::from_secs(30), |lines| lines.iter().any(|l| l.ends_with(needle)).then_some(()));
 }
@@ -995,8 +958,7 @@ fn wait_for_log_line(home: &TempHome, run: &str, attempt: u32, needle: &str) {
 #[test]
 fn logs_follow_streams_through_the_server_and_ends_for_an_interrupted_attempt() {
     let (home, cmd) = setup();
-    let gate = home.scratch().join("gate.fifo");
-    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let gate = home.fifo("gate.fifo");
     let server = Server::start(&cmd, &[]);
     cmd.run(["apply", &data("follow.yaml")]).expect_code(0);
     let run = "manual__2024-01-01T00:00:00Z";

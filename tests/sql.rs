@@ -7,45 +7,16 @@
 mod util;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
-use serde_json::Value;
 use util::databases::{mariadb, postgres, PASSWORD};
-use util::{Cmd, Run, TempHome};
-
-/// A home whose config.yaml defines `pg` and `my` connections to `database` on both servers,
-/// with the password in an environment variable, and that runs flowctl in its scratch folder.
-fn setup(database: &str) -> (TempHome, Cmd) {
-    let (pg, my) = (postgres(), mariadb());
-    pg.create_database(database);
-    my.create_database(database);
-    let (home, cmd) = util::setup_with_scratch();
-    std::fs::create_dir_all(home.path()).expect("home");
-    std::fs::write(
-        home.path().join("config.yaml"),
-        format!(
-            "connections:\n  pg:\n    type: postgres\n    host: 127.0.0.1\n    port: {}\n    user: flowctl\n    database: {database}\n    password_env: TEST_DB_PASSWORD\n  my:\n    type: mysql\n    uri: mysql://flowctl@127.0.0.1:{}/{database}\n    password_env: TEST_DB_PASSWORD\n",
-            pg.port, my.port
-        ),
-    )
-    .expect("write config.yaml");
-    let cmd = cmd.env("TEST_DB_PASSWORD", PASSWORD).current_dir(&home.scratch());
-    (home, cmd)
-}
+use util::{files_under, setup_sql, Cmd, Run, TempHome};
 
 /// Writes a DAG file into the scratch folder and runs it; returns the run and its id.
 fn run_dag(home: &TempHome, cmd: &Cmd, name: &str, yaml: &str) -> (Run, String) {
     let file = home.write(&format!("{name}.yaml"), yaml);
     let run = cmd.run(["run", file.to_str().expect("UTF-8 path")]);
-    let first = run.stdout.lines().next().unwrap_or_default().to_string();
-    let id = first.split_whitespace().nth(1).unwrap_or_else(|| panic!("no run id in:\n{}\n{}", run.stdout, run.stderr)).to_string();
+    let id = run.run_id();
     (run, id)
-}
-
-/// The task instance `task` of the run, from `status --output json`.
-fn task(cmd: &Cmd, dag: &str, run: &str, task: &str) -> Value {
-    let json = cmd.json(["status", dag, run, "--output", "json"]);
-    json["tasks"].as_array().expect("tasks").iter().find(|t| t["task_id"] == task).unwrap_or_else(|| panic!("no task {task} in {json:#}")).clone()
 }
 
 /// `flowctl logs DAG RUN TASK`.
@@ -163,7 +134,7 @@ fn load_task(id: &str, connection: &str, source: &str, table: &str, extra: &str)
 
 #[test]
 fn a_loan_file_loads_with_its_row_count_and_types_into_postgresql_and_mariadb() {
-    let (home, cmd) = setup("t_loans");
+    let (home, cmd) = setup_sql("t_loans");
     let loans = loan_file(2500, 7, "F");
     home.write("loans_2024Q1.txt", &loans.text);
     let create = loan_create_table(true);
@@ -176,14 +147,14 @@ fn a_loan_file_loads_with_its_row_count_and_types_into_postgresql_and_mariadb() 
     let (run, id) = run_dag(&home, &cmd, "loans", &yaml);
     run.expect_code(0);
 
-    let pg_out = task(&cmd, "sql_loans", &id, "to_postgres")["outputs"].clone();
+    let pg_out = cmd.task("sql_loans", &id, "to_postgres")["outputs"].clone();
     assert_eq!(pg_out["rows"], 2500, "{pg_out:#}");
     assert_eq!(pg_out["method"], "copy");
     assert_eq!(pg_out["files"], serde_json::json!(["loans_2024Q1.txt"]));
-    let my_out = task(&cmd, "sql_loans", &id, "to_mariadb")["outputs"].clone();
+    let my_out = cmd.task("sql_loans", &id, "to_mariadb")["outputs"].clone();
     assert_eq!(my_out["rows"], 2500, "{my_out:#}");
     assert_eq!(my_out["method"], "load_data_local_infile");
-    let insert_out = task(&cmd, "sql_loans", &id, "to_mariadb_by_insert")["outputs"].clone();
+    let insert_out = cmd.task("sql_loans", &id, "to_mariadb_by_insert")["outputs"].clone();
     assert_eq!((insert_out["rows"].clone(), insert_out["method"].clone()), (2500.into(), "insert".into()), "{insert_out:#}");
 
     // Counts, sums, NULLs and one whole row, read back by each server's own client.
@@ -216,7 +187,7 @@ fn a_loan_file_loads_with_its_row_count_and_types_into_postgresql_and_mariadb() 
 
 #[test]
 fn upsert_updates_rows_with_existing_keys_and_inserts_new_ones() {
-    let (home, cmd) = setup("t_upsert");
+    let (home, cmd) = setup_sql("t_upsert");
     home.write("day1.csv", "loan_sequence_number,credit_score,seller_name\nF1,700,alpha\nF2,710,beta\nF3,720,gamma\n");
     home.write("day2.csv", "loan_sequence_number,credit_score,seller_name\nF2,999,\"beta, updated\"\nF4,640,delta\n");
     let create = "      create_table:\n        columns:\n          loan_sequence_number: varchar(12)\n          credit_score: integer\n          seller_name: varchar(40)\n";
@@ -236,20 +207,20 @@ fn upsert_updates_rows_with_existing_keys_and_inserts_new_ones() {
     let query = "SELECT loan_sequence_number, credit_score, seller_name FROM loans ORDER BY 1";
     assert_eq!(postgres().psql("t_upsert", query).lines().collect::<Vec<_>>(), expected);
     assert_eq!(mariadb().sql("t_upsert", query).replace('\t', "|").lines().collect::<Vec<_>>(), expected);
-    assert_eq!(self::task(&cmd, "sql_upsert", &id, "pg_day2")["outputs"]["rows"], 2);
-    assert_eq!(self::task(&cmd, "sql_upsert", &id, "my_day2")["outputs"]["rows"], 2);
+    assert_eq!(cmd.task("sql_upsert", &id, "pg_day2")["outputs"]["rows"], 2);
+    assert_eq!(cmd.task("sql_upsert", &id, "my_day2")["outputs"]["rows"], 2);
 }
 
 #[test]
 fn mysql_upsert_without_a_unique_key_fails_before_loading_anything() {
-    let (home, cmd) = setup("t_upsert_nokey");
+    let (home, cmd) = setup_sql("t_upsert_nokey");
     mariadb().sql("t_upsert_nokey", "CREATE TABLE loans (id varchar(12), score int); INSERT INTO loans VALUES ('A', 1)");
     home.write("in.csv", "id,score\nA,2\n");
     let yaml = "dag: sql_nokey\ntasks:\n  - id: up\n    operator: sql.load\n    with:\n      connection: my\n      source: in.csv\n      table: loans\n      mode: upsert\n      key: [id]\n";
     let (run, id) = run_dag(&home, &cmd, "nokey", yaml);
     run.expect_code(1);
     assert_eq!(
-        task(&cmd, "sql_nokey", &id, "up")["error"],
+        cmd.task("sql_nokey", &id, "up")["error"],
         "upsert needs a primary key or unique index on (id) in table loans, and it has none; add one (ALTER TABLE ... ADD UNIQUE ...), or create the table with create_table"
     );
     assert_eq!(mariadb().sql("t_upsert_nokey", "SELECT id, score FROM loans").trim(), "A\t1");
@@ -269,7 +240,7 @@ fn with_bad_credit_score(loans: &Loans, bad_line: usize) -> String {
 
 #[test]
 fn a_failed_replace_or_truncate_leaves_the_old_rows_in_place() {
-    let (home, cmd) = setup("t_replace");
+    let (home, cmd) = setup_sql("t_replace");
     let old = loan_file(40, 1, "O");
     home.write("old.txt", &old.text);
     let new = loan_file(3000, 2, "N");
@@ -291,7 +262,7 @@ fn a_failed_replace_or_truncate_leaves_the_old_rows_in_place() {
         let (run, id) = run_dag(&home, &cmd, mode, &yaml);
         run.expect_code(1);
         for t in ["pg", "my"] {
-            let ti = task(&cmd, &format!("sql_{mode}"), &id, t);
+            let ti = cmd.task(&format!("sql_{mode}"), &id, t);
             assert_eq!(ti["state"], "failed", "{ti:#}");
             assert!(ti["error"].as_str().unwrap_or_default().starts_with("new_bad.txt line 1500, column credit_score: "), "{mode} {t}: {ti:#}");
         }
@@ -325,7 +296,7 @@ fn a_failed_replace_or_truncate_leaves_the_old_rows_in_place() {
 
 #[test]
 fn a_malformed_row_gives_its_file_line_and_column() {
-    let (home, cmd) = setup("t_malformed");
+    let (home, cmd) = setup_sql("t_malformed");
     let loans = loan_file(10, 3, "M");
     home.write("bad_score.txt", &with_bad_credit_score(&loans, 6));
     let mut short = loans.text.lines().map(str::to_string).collect::<Vec<_>>();
@@ -342,7 +313,7 @@ fn a_malformed_row_gives_its_file_line_and_column() {
     );
     let (run, id) = run_dag(&home, &cmd, "malformed", &yaml);
     run.expect_code(1);
-    let error = |t: &str| task(&cmd, "sql_malformed", &id, t)["error"].as_str().unwrap_or_default().to_string();
+    let error = |t: &str| cmd.task("sql_malformed", &id, t)["error"].as_str().unwrap_or_default().to_string();
     assert_eq!(error("pg_bad"), "bad_score.txt line 6, column credit_score: invalid input syntax for type smallint: \"abc\" [SQLSTATE 22P02]");
     assert_eq!(error("my_bad"), "bad_score.txt line 6, column credit_score: Incorrect integer value: 'abc' for column `t_malformed`.`loans`.`credit_score` [MySQL 1366]");
     assert_eq!(error("my_bad_insert"), "bad_score.txt line 6, column credit_score: Incorrect integer value: 'abc' for column `t_malformed`.`loans`.`credit_score` [MySQL 1366]");
@@ -357,7 +328,7 @@ fn a_malformed_row_gives_its_file_line_and_column() {
 
 #[test]
 fn headerless_files_nulls_quotes_and_a_column_mapping() {
-    let (home, cmd) = setup("t_mapping");
+    let (home, cmd) = setup_sql("t_mapping");
     postgres().psql("t_mapping", "CREATE TABLE people (id int, name text, note text)");
     mariadb().sql("t_mapping", "CREATE TABLE people (id int, name text, note text)");
     // Headerless TSV, \N for NULL, a column to skip, a quoted field with a tab and a quote.
@@ -379,7 +350,7 @@ fn headerless_files_nulls_quotes_and_a_column_mapping() {
 
 #[test]
 fn execute_runs_scripts_and_its_fetched_rows_feed_a_downstream_template() {
-    let (home, cmd) = setup("t_execute");
+    let (home, cmd) = setup_sql("t_execute");
     home.write(
         "setup_pg.sql",
         "CREATE TABLE t (id int primary key, v text);\n\
@@ -396,21 +367,21 @@ fn execute_runs_scripts_and_its_fetched_rows_feed_a_downstream_template() {
         \x20 - id: report\n    operator: shell\n    depends_on: [pg_query, my_query]\n    with:\n      command: |\n        echo \"pg={{ tasks.pg_query.outputs.rows[0].n }} top={{ tasks.pg_query.outputs.rows[0].top }} vs={{ tasks.pg_query.outputs.rows[0].vs }}\"\n        echo \"my={{ tasks.my_query.outputs.rows[1].v }} truncated={{ tasks.my_query.outputs.truncated }}\"\n        echo \"n={{ tasks.pg_query.outputs.rows[0].n }}\" >> \"$FLOWCTL_OUTPUT\"\n";
     let (run, id) = run_dag(&home, &cmd, "execute", yaml);
     run.expect_code(0);
-    let setup = task(&cmd, "sql_execute", &id, "pg_setup")["outputs"].clone();
+    let setup = cmd.task("sql_execute", &id, "pg_setup")["outputs"].clone();
     // PostgreSQL counts the row `SELECT bump()` returns, not the rows the function updated.
     assert_eq!(setup, serde_json::json!({"rows_affected": 3, "statements": 4, "rows_affected_by_statement": [0, 2, 0, 1]}), "{setup:#}");
-    let query = task(&cmd, "sql_execute", &id, "pg_query")["outputs"].clone();
+    let query = cmd.task("sql_execute", &id, "pg_query")["outputs"].clone();
     assert_eq!(query["rows"], serde_json::json!([{"n": 2, "top": 12, "vs": "a;b,it's", "ok": true, "nothing": null}]), "{query:#}");
     assert_eq!((query["row_count"].clone(), query["truncated"].clone()), (1.into(), false.into()));
-    let my = task(&cmd, "sql_execute", &id, "my_setup")["outputs"].clone();
+    let my = cmd.task("sql_execute", &id, "my_setup")["outputs"].clone();
     assert_eq!(my["rows_affected_by_statement"], serde_json::json!([0, 3, 2]), "{my:#}");
-    let my = task(&cmd, "sql_execute", &id, "my_query")["outputs"].clone();
+    let my = cmd.task("sql_execute", &id, "my_query")["outputs"].clone();
     assert_eq!(my["rows"], serde_json::json!([{"id": 1, "v": "x';y"}, {"id": 2, "v": "q!"}]), "{my:#}");
     assert_eq!(my["truncated"], true);
     let report = logs(&cmd, "sql_execute", &id, "report");
     assert!(report.contains("pg=2 top=12 vs=a;b,it's"), "{report}");
     assert!(report.contains("my=q! truncated=True"), "{report}");
-    assert_eq!(task(&cmd, "sql_execute", &id, "report")["outputs"]["n"], "2");
+    assert_eq!(cmd.task("sql_execute", &id, "report")["outputs"]["n"], "2");
     let log = logs(&cmd, "sql_execute", &id, "pg_setup");
     assert!(log.contains("running 4 statements on postgres://flowctl:***@127.0.0.1:"), "{log}");
     assert!(log.contains("statement 2/4 (line 3): 2 rows affected in "), "{log}");
@@ -418,7 +389,7 @@ fn execute_runs_scripts_and_its_fetched_rows_feed_a_downstream_template() {
 
 #[test]
 fn a_failing_statement_in_a_transaction_rolls_back_the_ones_before_it() {
-    let (home, cmd) = setup("t_tx");
+    let (home, cmd) = setup_sql("t_tx");
     postgres().psql("t_tx", "CREATE TABLE t (id int primary key)");
     mariadb().sql("t_tx", "CREATE TABLE t (id int primary key) ENGINE=InnoDB");
     let task = |id: &str, connection: &str| {
@@ -428,11 +399,11 @@ fn a_failing_statement_in_a_transaction_rolls_back_the_ones_before_it() {
     let (run, id) = run_dag(&home, &cmd, "tx", &yaml);
     run.expect_code(1);
     assert_eq!(
-        self::task(&cmd, "sql_tx", &id, "pg")["error"],
+        cmd.task("sql_tx", &id, "pg")["error"],
         "statement 3 of 3 (line 3) failed: duplicate key value violates unique constraint \"t_pkey\" (Key (id)=(1) already exists.) [SQLSTATE 23505]: INSERT INTO t VALUES (1)"
     );
     assert_eq!(
-        self::task(&cmd, "sql_tx", &id, "my")["error"],
+        cmd.task("sql_tx", &id, "my")["error"],
         "statement 3 of 3 (line 3) failed: Duplicate entry '1' for key 'PRIMARY' [MySQL error 1062]: INSERT INTO t VALUES (1)"
     );
     assert_eq!(postgres().psql("t_tx", "SELECT count(*) FROM t").trim(), "0");
@@ -443,7 +414,7 @@ fn a_failing_statement_in_a_transaction_rolls_back_the_ones_before_it() {
 
 #[test]
 fn export_round_trip_from_each_server_to_the_other() {
-    let (home, cmd) = setup("t_export");
+    let (home, cmd) = setup_sql("t_export");
     let create = "CREATE TABLE src (id int, name varchar(40), note varchar(40), amount decimal(10,2))";
     let insert = "INSERT INTO src VALUES (1, 'plain', NULL, 1.50), (2, 'with, comma', '', 2.00), (3, 'say \"hi\"', 'two\nlines', NULL), (4, 'back\\\\slash', 'tab\there', 0.01)";
     postgres().psql("t_export", create);
@@ -459,8 +430,8 @@ fn export_round_trip_from_each_server_to_the_other() {
         \x20 - id: into_pg\n    operator: sql.load\n    depends_on: [from_my]\n    with:\n      connection: pg\n      source: \"{{ tasks.from_my.outputs.path }}\"\n      format: tsv\n      table: back\n";
     let (run, id) = run_dag(&home, &cmd, "export", yaml);
     run.expect_code(0);
-    assert_eq!(task(&cmd, "sql_export", &id, "from_pg")["outputs"], serde_json::json!({"rows": 4, "path": "out/pg.csv"}));
-    assert_eq!(task(&cmd, "sql_export", &id, "from_my")["outputs"], serde_json::json!({"rows": 4, "path": "out/my.tsv"}));
+    assert_eq!(cmd.task("sql_export", &id, "from_pg")["outputs"], serde_json::json!({"rows": 4, "path": "out/pg.csv"}));
+    assert_eq!(cmd.task("sql_export", &id, "from_my")["outputs"], serde_json::json!({"rows": 4, "path": "out/my.tsv"}));
     let csv = std::fs::read_to_string(home.scratch().join("out/pg.csv")).expect("the export");
     assert_eq!(csv, "id,name,note,amount\n1,plain,,1.50\n2,\"with, comma\",\"\",2.00\n3,\"say \"\"hi\"\"\",\"two\nlines\",\n4,back\\slash,tab\there,0.01\n");
     let tsv = std::fs::read_to_string(home.scratch().join("out/my.tsv")).expect("the export");
@@ -477,35 +448,21 @@ fn export_round_trip_from_each_server_to_the_other() {
 
 #[test]
 fn a_failed_export_leaves_no_file() {
-    let (home, cmd) = setup("t_export_fail");
+    let (home, cmd) = setup_sql("t_export_fail");
     let yaml = "dag: sql_export_fail\ntasks:\n  - id: bad\n    operator: sql.export\n    with:\n      connection: pg\n      query: SELECT nope FROM missing\n      destination: out/x.csv\n";
     let (run, id) = run_dag(&home, &cmd, "fail", yaml);
     run.expect_code(1);
-    assert_eq!(task(&cmd, "sql_export_fail", &id, "bad")["error"], "the query failed: relation \"missing\" does not exist [SQLSTATE 42P01]");
+    assert_eq!(cmd.task("sql_export_fail", &id, "bad")["error"], "the query failed: relation \"missing\" does not exist [SQLSTATE 42P01]");
     let left: Vec<_> = std::fs::read_dir(home.scratch().join("out")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
 
 // ------------------------------------------------------------------------------------ secrets
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 #[test]
 fn a_canary_password_never_appears_in_logs_status_or_the_store() {
     const CANARY: &str = "canary-7Qx2-pw";
-    let (home, cmd) = setup("t_canary");
+    let (home, cmd) = setup_sql("t_canary");
     postgres().psql("postgres", &format!("DROP ROLE IF EXISTS canary; CREATE ROLE canary LOGIN SUPERUSER PASSWORD '{CANARY}'"));
     mariadb().sql("", &format!("DROP USER IF EXISTS 'canary'@'%'; CREATE USER 'canary'@'%' IDENTIFIED BY '{CANARY}'; GRANT ALL ON *.* TO 'canary'@'%'"));
     home.write("c.csv", "id\n1\n");
@@ -538,7 +495,7 @@ fn a_canary_password_never_appears_in_logs_status_or_the_store() {
     for t in ["pgc_bad_sql", "myc_bad_sql", "pgbad", "mybad"] {
         assert_eq!(state(t), "failed", "{t}: {status:#}");
     }
-    let pg_login = task(&cmd, "sql_canary", &id, "pgbad")["error"].as_str().unwrap_or_default().to_string();
+    let pg_login = cmd.task("sql_canary", &id, "pgbad")["error"].as_str().unwrap_or_default().to_string();
     assert_eq!(
         pg_login,
         format!(
@@ -546,7 +503,7 @@ fn a_canary_password_never_appears_in_logs_status_or_the_store() {
             postgres().port
         )
     );
-    let my_login = task(&cmd, "sql_canary", &id, "mybad")["error"].as_str().unwrap_or_default().to_string();
+    let my_login = cmd.task("sql_canary", &id, "mybad")["error"].as_str().unwrap_or_default().to_string();
     assert!(my_login.starts_with(&format!("the mysql server of connection \"mybad\" (mysql://nobody_here:***@127.0.0.1:{}/t_canary) refused the login: Access denied for user 'nobody_here'@'127.0.0.1'", mariadb().port)), "{my_login}");
 
     // Everything a user can see: the run's output, status, every task's log, every file in the home.
@@ -610,12 +567,9 @@ fn loads_from_an_s3_prefix_or_glob_and_exports_to_s3() {
     moto.put_text(&bucket, "raw/2024Q1/origination/part-1.txt", "F24Q10000001|750|CA\nF24Q10000002|690|TX\n");
     moto.put_text(&bucket, "raw/2024Q1/origination/part-2.txt", "F24Q10000003|\"712|NY\n");
     moto.put_text(&bucket, "raw/2024Q1/performance/part-1.txt", "not|a|loan|file\n");
-    let (home, cmd) = setup("t_s3");
-    let cmd = cmd
-        .env("S3_TEST_KEY_ID", "AKIAFLOWCTLSQLTEST01")
-        .env("S3_TEST_SECRET", "sql-s3-test-secret")
-        .env("FLOWCTL_CONN_LAKE", &moto.connection_json("S3_TEST_KEY_ID", "S3_TEST_SECRET"))
-        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let (home, cmd) = setup_sql("t_s3");
+    let lake = util::moto::TestConnection { name: "LAKE", vars: "S3_TEST", key_id: "AKIAFLOWCTLSQLTEST01", secret: "sql-s3-test-secret" };
+    let cmd = cmd.aws_connection(&lake, moto.connection());
     let load = |id: &str, connection: &str, source: &str, depends: &str| {
         format!(
             "  - id: {id}\n    operator: sql.load\n{depends}    with:\n      connection: {connection}\n      source: \"{source}\"\n      aws_connection: lake\n      table: origination\n      delimiter: \"|\"\n      header: false\n      quote: null\n      mode: upsert\n      key: [loan_sequence_number]\n      create_table:\n        columns:\n          loan_sequence_number: varchar(12) not null\n          credit_score: varchar(10)\n          property_state: char(2)\n"
@@ -639,14 +593,14 @@ fn loads_from_an_s3_prefix_or_glob_and_exports_to_s3() {
     );
     let (run, id) = run_dag(&home, &cmd, "s3", &yaml);
     run.expect_code(0);
-    let files = task(&cmd, "sql_s3", &id, "pg_prefix")["outputs"]["files"].clone();
+    let files = cmd.task("sql_s3", &id, "pg_prefix")["outputs"]["files"].clone();
     assert_eq!(files, serde_json::json!([format!("{prefix}part-1.txt"), format!("{prefix}part-2.txt")]));
-    assert_eq!(task(&cmd, "sql_s3", &id, "my_glob")["outputs"]["rows"], 3);
+    assert_eq!(cmd.task("sql_s3", &id, "my_glob")["outputs"]["rows"], 3);
     let expected = "loan_sequence_number,credit_score,property_state\nF24Q10000001,750,CA\nF24Q10000002,690,TX\nF24Q10000003,\"\"\"712\",NY\n";
     let local = home.write("expected.csv", expected);
     moto.assert_same(&bucket, "exports/pg.csv", &local);
     moto.assert_same(&bucket, "exports/my.csv", &local);
-    assert_eq!(task(&cmd, "sql_s3", &id, "pg_export")["outputs"], serde_json::json!({"rows": 3, "path": format!("s3://{bucket}/exports/pg.csv")}));
+    assert_eq!(cmd.task("sql_s3", &id, "pg_export")["outputs"], serde_json::json!({"rows": 3, "path": format!("s3://{bucket}/exports/pg.csv")}));
     // The downloads were removed from the scratch folder.
     let work = home.path().join("work");
     let left: Vec<_> = files_under(&work).into_iter().filter(|p| p.to_string_lossy().contains(".sql-load")).collect();
@@ -656,5 +610,5 @@ fn loads_from_an_s3_prefix_or_glob_and_exports_to_s3() {
     let yaml = format!("dag: sql_s3_empty\ntasks:\n{}", load("none", "pg", &format!("s3://{bucket}/raw/2099Q1/"), ""));
     let (run, id) = run_dag(&home, &cmd, "s3_empty", &yaml);
     run.expect_code(1);
-    assert_eq!(task(&cmd, "sql_s3_empty", &id, "none")["error"], format!("source s3://{bucket}/raw/2099Q1/ matches no object"));
+    assert_eq!(cmd.task("sql_s3_empty", &id, "none")["error"], format!("source s3://{bucket}/raw/2099Q1/ matches no object"));
 }

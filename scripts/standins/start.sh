@@ -17,9 +17,10 @@
 # - SMTP: aiosmtpd, keeping every alert email in the maildir DIR/mail.
 #
 # Needs: python3; the virtualenv $FLOWCTL_VENV (default ~/.cache/flowctl-venv) with
-# moto[server]==5.2.5, boto3 and aiosmtpd (created here when missing); mariadbd and
-# mariadb-install-db (Debian: apt-get install mariadb-server); PostgreSQL's initdb and postgres
-# under /usr/lib/postgresql/<version>/bin (apt-get install postgresql).
+# moto[server]==5.2.5, boto3 and aiosmtpd (made here when missing, by scripts/install-deps.sh);
+# mariadbd and mariadb-install-db (Debian: apt-get install mariadb-server); PostgreSQL's initdb
+# and postgres under /usr/lib/postgresql/<version>/bin (apt-get install postgresql).
+# scripts/install-deps.sh installs them all; scripts/local-pipeline.sh runs it first.
 set -euo pipefail
 
 dir=${1:?usage: start.sh DIR [--no-postgres]}
@@ -30,8 +31,6 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 : > "$dir/pids"
 
-MOTO_VERSION=5.2.5
-AIOSMTPD_VERSION=1.4.6
 venv=${FLOWCTL_VENV:-$HOME/.cache/flowctl-venv}
 py="$venv/bin/python"
 
@@ -68,11 +67,7 @@ secret() {
 }
 
 # -- the virtualenv
-if ! "$py" -c "import moto, aiosmtpd, boto3, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
-  echo "start.sh: installing moto[server]==$MOTO_VERSION and aiosmtpd==$AIOSMTPD_VERSION into $venv (once)"
-  python3 -m venv "$venv"
-  "$py" -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" "aiosmtpd==$AIOSMTPD_VERSION" boto3
-fi
+FLOWCTL_VENV=$venv "$here/../install-deps.sh" python >/dev/null
 
 LOANS_RDS_PASSWORD=${LOANS_RDS_PASSWORD:-$(secret)}
 WAREHOUSE_PASSWORD=${WAREHOUSE_PASSWORD:-$(secret)}
@@ -99,7 +94,7 @@ echo $! >>"$dir/pids"
 # -- MariaDB
 mariadbd=$(command -v mariadbd || ls /usr/sbin/mariadbd 2>/dev/null || true)
 install_db=$(command -v mariadb-install-db || true)
-[ -n "$mariadbd" ] && [ -n "$install_db" ] || fail "MariaDB is not installed: apt-get install mariadb-server (scripts/test.sh does it)"
+[ -n "$mariadbd" ] && [ -n "$install_db" ] || fail "MariaDB is not installed: run scripts/install-deps.sh databases (or apt-get install mariadb-server)"
 MYSQL_PORT=$(free_port)
 MYSQL_SOCKET="$dir/mariadb/mysqld.sock"
 mkdir -p "$dir/mariadb"
@@ -114,7 +109,7 @@ echo $! >>"$dir/pids"
 # -- PostgreSQL (as nobody when root: postgres refuses to run as root)
 if [ "$postgres" = yes ]; then
   pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-  [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || fail "PostgreSQL is not installed (no /usr/lib/postgresql/<version>/bin/initdb): apt-get install postgresql"
+  [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || fail "PostgreSQL is not installed (no /usr/lib/postgresql/<version>/bin/initdb): run scripts/install-deps.sh databases (or apt-get install postgresql)"
   PG_PORT=$(free_port)
   as_pg=()
   mkdir -p "$dir/postgres"

@@ -1,14 +1,18 @@
 //! Real PostgreSQL and MariaDB servers for the SQL tests and benchmarks: each is initialised in a
 //! temporary folder and started once per test binary on a free port of 127.0.0.1, the first time
-//! a test asks for it, and stops when the test binary exits.
+//! a test asks for it, and stopped (and its folder removed) when the test binary exits.
 //!
-//! A server runs under a small `sh` guard that reads its standard input, a pipe from this
-//! process: when the test binary exits, for any reason, the pipe closes, the guard stops the
-//! server and removes its folder. PostgreSQL refuses to run as root, so as root it runs as
-//! `nobody`. A missing server binary fails the test, saying to run scripts/test.sh, which
-//! installs MariaDB.
+//! A server runs under a guard of [`services`] kept until the binary exits: it is stopped and
+//! waited for then, or, if the binary dies without running any code, as soon as the kernel
+//! closes the guard's pipe. PostgreSQL refuses to run as root, so as root it runs as `nobody`.
+//! A missing server binary fails the test, saying to run scripts/test.sh, which installs both.
 
 #![allow(dead_code)]
+
+// Declared here rather than beside this file in mod.rs: benches/sql_load.rs includes this file
+// alone, and it needs the guards too.
+#[path = "services.rs"]
+pub mod services;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -29,7 +33,6 @@ pub struct Postgres {
     /// The folder of its unix socket.
     pub socket_dir: PathBuf,
     bin: PathBuf,
-    _guard: Guard,
 }
 
 /// A running MariaDB.
@@ -38,11 +41,7 @@ pub struct Mariadb {
     pub port: u16,
     /// Its unix socket.
     pub socket: PathBuf,
-    _guard: Guard,
 }
-
-/// The pipe whose closing stops a server.
-struct Guard(std::sync::Mutex<std::process::ChildStdin>);
 
 static POSTGRES: OnceLock<Postgres> = OnceLock::new();
 static MARIADB: OnceLock<Mariadb> = OnceLock::new();
@@ -55,10 +54,6 @@ pub fn postgres() -> &'static Postgres {
 /// The MariaDB of this test binary, started on first use.
 pub fn mariadb() -> &'static Mariadb {
     MARIADB.get_or_init(start_mariadb)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("address").port()
 }
 
 fn is_root() -> bool {
@@ -114,41 +109,10 @@ fn server_dir(prefix: &str, owner: Option<(u32, u32)>) -> PathBuf {
     dir
 }
 
-/// Runs a setup command to the end; panics with its output when it fails.
-fn run_setup(mut command: Command, what: &str) {
-    let output = command.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}: run scripts/test.sh"));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Starts `server args...` under the guard, as `owner` when given; the guard removes `dir` after
-/// the server stops.
-fn start_guarded(server: &Path, args: &[String], dir: &Path, log: &Path, owner: Option<(u32, u32)>) -> Guard {
-    let script = r#"dir="$1"; log="$2"; shift 2
-"$@" </dev/null >>"$log" 2>&1 &
-pid=$!
-# Wait until the test binary closes the pipe (it exited), then stop the server.
-cat >/dev/null
-kill -TERM "$pid" 2>/dev/null
-wait "$pid"
-rm -rf "$dir""#;
-    let mut command = Command::new("sh");
-    command.arg("-c").arg(script).arg("sh").arg(dir).arg(log).arg(server).args(args).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
-    if let Some((uid, gid)) = owner {
-        command.uid(uid).gid(gid);
-    }
-    // Its own process group: a Ctrl-C of `cargo test` must not stop it before the tests do.
-    command.process_group(0);
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-    let stdin = child.stdin.take().expect("guard stdin");
-    // The guard is reaped by init once the test binary has exited.
-    std::mem::forget(child);
-    Guard(std::sync::Mutex::new(stdin))
+/// Starts `server args...` under a guard kept until the test binary exits, as `owner` when
+/// given; the guard removes `dir` after the server stops.
+fn start_guarded(server: &Path, args: &[String], dir: &Path, log: &Path, owner: Option<(u32, u32)>) {
+    services::Guard::sh(server, args, log, services::Options { remove: Some(dir), owner, ..Default::default() }).keep_until_exit();
 }
 
 /// Polls `ready` until it holds, or panics with the server's log after the deadline.
@@ -178,8 +142,8 @@ fn start_postgres() -> Postgres {
     };
     let mut initdb = as_owner(bin.join("initdb"));
     initdb.args(["-D", data.to_str().expect("UTF-8"), "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"]);
-    run_setup(initdb, "initdb");
-    let port = free_port();
+    services::run_to_end(&mut initdb, "initdb");
+    let port = services::free_port();
     let args: Vec<String> = [
         "-D",
         data.to_str().expect("UTF-8"),
@@ -201,8 +165,8 @@ fn start_postgres() -> Postgres {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let guard = start_guarded(&bin.join("postgres"), &args, &dir, &log, owner);
-    let pg = Postgres { port, socket_dir: dir.clone(), bin, _guard: guard };
+    start_guarded(&bin.join("postgres"), &args, &dir, &log, owner);
+    let pg = Postgres { port, socket_dir: dir.clone(), bin };
     wait_until("PostgreSQL", &log, || pg.try_psql("postgres", "SELECT 1").is_ok_and(|out| out.trim() == "1"));
     pg.psql("postgres", &format!("CREATE ROLE flowctl LOGIN SUPERUSER PASSWORD '{PASSWORD}'"));
     pg
@@ -268,8 +232,8 @@ fn start_mariadb() -> Mariadb {
         "--auth-root-authentication-method=normal",
         "--skip-test-db",
     ]);
-    run_setup(command, "mariadb-install-db");
-    let port = free_port();
+    services::run_to_end(&mut command, "mariadb-install-db");
+    let port = services::free_port();
     let socket = dir.join("mysqld.sock");
     let mut args = vec![
         "--no-defaults".to_string(),
@@ -289,8 +253,8 @@ fn start_mariadb() -> Mariadb {
     if is_root() {
         args.push("--user=root".to_string());
     }
-    let guard = start_guarded(&server, &args, &dir, &log, None);
-    let db = Mariadb { port, socket, _guard: guard };
+    start_guarded(&server, &args, &dir, &log, None);
+    let db = Mariadb { port, socket };
     wait_until("MariaDB", &log, || db.try_sql("", "SELECT 1").is_ok_and(|out| out.trim() == "1"));
     db.sql("", &format!("CREATE USER 'flowctl'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON *.* TO 'flowctl'@'%'"));
     db

@@ -1,19 +1,78 @@
-//! The one helper every end-to-end test uses: a temporary flowctl home and a way to run the real
-//! `flowctl` binary in it, showing expected against actual output when an assertion fails.
+//! The test-support layer every end-to-end test uses: a temporary flowctl home, the real
+//! `flowctl` binary run in it ([`Cmd`], showing expected against actual output when an assertion
+//! fails), and what the tests share beyond that, each in a module of its own, in reading order:
+//!
+//! - [`runs`]: what a run did, read back as users read it: the run id `flowctl run` prints
+//!   ([`Run::run_id`]), task instances from `flowctl status --output json` ([`Cmd::task`],
+//!   [`Cmd::tasks`], [`Cmd::last_run`]), attempt logs ([`TempHome::log_path`]);
+//! - [`watch`]: waiting on events, never on sleeps: lines in a file ([`FileWatch`],
+//!   [`wait_for_line`], inotify) and FIFOs ([`read_fifo`]);
+//! - [`server`]: `flowctl server` in the background ([`Server`]) and its HTTP API;
+//! - [`services`]: the guard every background program runs under (a dropped guard stops its
+//!   program and waits for it; a binary's shared servers stop when it exits) and free ports;
+//! - [`moto`]: moto_server (S3, EMR, SageMaker), the virtualenv's programs, AWS test
+//!   connections ([`moto::setup_aws`]);
+//! - [`databases`]: PostgreSQL and MariaDB, one each per test binary;
+//! - [`smtp`]: an SMTP server that keeps what it accepts;
+//! - [`standins`]: the loan pipeline's stand-ins (the patched moto, the loan site);
+//! - [`http_site`]: an in-process HTTP site for the HTTP operators.
+//!
+//! A service the tests need and cannot find fails the test, saying to run scripts/test.sh,
+//! which installs everything (scripts/install-deps.sh).
 
 #![allow(dead_code)]
 
-pub mod databases;
-pub mod http_site;
+pub mod runs;
+pub mod watch;
+pub mod server;
 pub mod moto;
+pub mod databases;
+pub mod smtp;
 pub mod standins;
+pub mod http_site;
+
+// Each test binary uses a part of what this layer offers.
+#[allow(unused_imports)]
+pub use databases::services;
+#[allow(unused_imports)]
+pub use runs::{task_in, tasks_in};
+#[allow(unused_imports)]
+pub use server::{encode, http, Server, SERVER_LISTENING};
+#[allow(unused_imports)]
+pub use services::free_port;
+#[allow(unused_imports)]
+pub use watch::{read_fifo, wait_for_line, FileWatch};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// A temporary home folder, removed when dropped.
+/// A temporary home folder, removed when dropped. If the test failed, the processes still
+/// running for this home (a killed server's attempts, say) are killed first, so a failing test
+/// leaves nothing behind; after a passing test, anything left is the suite's leak check's to see.
 pub struct TempHome {
     dir: tempfile::TempDir,
+}
+
+impl Drop for TempHome {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            kill_processes_of(&self.path());
+        }
+    }
+}
+
+/// SIGKILLs every process whose environment says `FLOWCTL_HOME=<home>`: flowctl run for that
+/// home, and everything its tasks started (they inherit the variable).
+fn kill_processes_of(home: &Path) {
+    let tag = format!("FLOWCTL_HOME={}", home.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        if pid as u32 != std::process::id() && environ.split(|b| *b == 0).any(|var| var == tag.as_bytes()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 impl TempHome {
@@ -32,6 +91,22 @@ impl TempHome {
         let path = self.dir.path().join("files").join(name);
         std::fs::create_dir_all(path.parent().expect("file has a parent")).expect("create folder");
         std::fs::write(&path, text).expect("write file");
+        path
+    }
+
+    /// Writes the home's config file, `<home>/config.yaml` (making the home), and returns its path.
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        std::fs::create_dir_all(self.path()).expect("create the home folder");
+        let path = self.path().join("config.yaml");
+        std::fs::write(&path, text).expect("write config.yaml");
+        path
+    }
+
+    /// Makes a FIFO in the scratch folder and returns its path.
+    pub fn fifo(&self, name: &str) -> PathBuf {
+        std::fs::create_dir_all(self.scratch()).expect("create scratch folder");
+        let path = self.scratch().join(name);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
         path
     }
 }
@@ -159,6 +234,14 @@ impl Cmd {
     }
 }
 
+/// A fresh home and a command bound to it, run from the repository root.
+pub fn setup() -> (TempHome, Cmd) {
+    let dir = tempfile::Builder::new().prefix("flowctl-test-").tempdir().expect("temp dir");
+    let home = dir.path().join("home");
+    let cmd = Cmd { home, cwd: repo_root(), envs: Vec::new() };
+    (TempHome { dir }, cmd)
+}
+
 /// A fresh home whose shell tasks find the test's scratch folder in `$SCRATCH`.
 pub fn setup_with_scratch() -> (TempHome, Cmd) {
     let (home, cmd) = setup();
@@ -167,12 +250,51 @@ pub fn setup_with_scratch() -> (TempHome, Cmd) {
     (home, cmd)
 }
 
-/// A fresh home and a command bound to it, run from the repository root.
-pub fn setup() -> (TempHome, Cmd) {
-    let dir = tempfile::Builder::new().prefix("flowctl-test-").tempdir().expect("temp dir");
-    let home = dir.path().join("home");
-    let cmd = Cmd { home, cwd: repo_root(), envs: Vec::new() };
-    (TempHome { dir }, cmd)
+/// [`setup_with_scratch`], with `vars` set for every run.
+pub fn setup_with_env(vars: &[(&str, &str)]) -> (TempHome, Cmd) {
+    let (home, cmd) = setup_with_scratch();
+    (home, vars.iter().fold(cmd, |cmd, (k, v)| cmd.env(k, v)))
+}
+
+/// [`setup_with_scratch`], run in the scratch folder, with a config.yaml whose connections `pg`
+/// and `my` reach a new, empty `database` on this binary's PostgreSQL and MariaDB
+/// ([`databases`]) as the `flowctl` user, its password read from `$TEST_DB_PASSWORD`.
+pub fn setup_sql(database: &str) -> (TempHome, Cmd) {
+    let (pg, my) = (databases::postgres(), databases::mariadb());
+    pg.create_database(database);
+    my.create_database(database);
+    let (home, cmd) = setup_with_scratch();
+    home.write_config(&format!(
+        "connections:\n  pg:\n    type: postgres\n    host: 127.0.0.1\n    port: {}\n    user: flowctl\n    database: {database}\n    password_env: TEST_DB_PASSWORD\n  my:\n    type: mysql\n    uri: mysql://flowctl@127.0.0.1:{}/{database}\n    password_env: TEST_DB_PASSWORD\n",
+        pg.port, my.port
+    ));
+    let cmd = cmd.env("TEST_DB_PASSWORD", databases::PASSWORD).current_dir(&home.scratch());
+    (home, cmd)
+}
+
+/// Every file under `dir`, recursively, sorted; none when `dir` does not exist.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The files under `dir` ([`files_under`]) whose name ends in `.<extension>` for one of
+/// `extensions`.
+pub fn files_ending(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
+    files_under(dir).into_iter().filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| extensions.contains(&e))).collect()
 }
 
 /// Whether a process is gone or can no longer run: gone, a zombie waiting to be reaped, or already
@@ -194,252 +316,11 @@ pub fn is_stopped(pid: i32) -> bool {
     zombie || exiting || kill_queued
 }
 
-/// Reads a FIFO that a task writes to. Opening a FIFO blocks until the other end opens it, so this
-/// returns once the task has written; the timeout only stops a broken test from hanging.
-pub fn read_fifo(path: &Path) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let fifo = path.to_path_buf();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::fs::read_to_string(&fifo));
-    });
-    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
-        Ok(text) => text.expect("read FIFO"),
-        Err(_) => panic!("nothing was written to the FIFO {} within 60s", path.display()),
-    }
-}
-
-/// The line `flowctl server` prints on stderr once it listens (and has written `server.json`).
-pub const SERVER_LISTENING: &str = "flowctl server: listening on http://";
-
-/// A `flowctl server` running in the background on a free port of 127.0.0.1, started with
-/// [`Server::start`], which returns once the server listens. Its stderr is collected as it comes.
-/// If the test fails while it runs, it is killed (SIGKILL) and waited for.
-pub struct Server {
-    child: Option<std::process::Child>,
-    /// `host:port` the API listens on.
-    pub address: String,
-    /// The bearer token, from `server.json`.
-    pub token: String,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-    lines: std::sync::mpsc::Receiver<String>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    /// Starts `flowctl server --listen 127.0.0.1:0 ARGS...` and waits for its listening line.
-    #[track_caller]
-    pub fn start(cmd: &Cmd, args: &[&str]) -> Server {
-        Server::start_on(cmd, "127.0.0.1:0", args)
-    }
-
-    /// Starts `flowctl server --listen LISTEN ARGS...` and waits for its listening line.
-    #[track_caller]
-    pub fn start_on(cmd: &Cmd, listen: &str, args: &[&str]) -> Server {
-        let mut all = vec!["server", "--listen", listen];
-        all.extend_from_slice(args);
-        let mut child = cmd.command(&all).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start flowctl server");
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let (tx, lines) = std::sync::mpsc::channel();
-        let pipe = child.stderr.take().expect("stderr");
-        let collected = stderr.clone();
-        let reader = std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                collected.lock().unwrap_or_else(|e| e.into_inner()).push_str(&format!("{line}\n"));
-                let _ = tx.send(line);
-            }
-        });
-        let mut server = Server { child: Some(child), address: String::new(), token: String::new(), stderr, lines, reader: Some(reader) };
-        let line = server.wait_for_stderr(SERVER_LISTENING);
-        let rest = &line[line.find(SERVER_LISTENING).unwrap_or(0) + SERVER_LISTENING.len()..];
-        server.address = rest.split(',').next().unwrap_or_default().to_string();
-        let file = cmd.home.join("server.json");
-        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
-        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("server.json: {e}: {text}"));
-        assert_eq!(json["address"], server.address.as_str(), "server.json names another address: {text}");
-        server.token = json["token"].as_str().expect("token in server.json").to_string();
-        server
-    }
-
-    /// The server's process id.
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
-    }
-
-    /// Waits for a stderr line containing `needle` (later than the lines already waited for);
-    /// fails if the server exits first.
-    #[track_caller]
-    pub fn wait_for_stderr(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(e) => {
-                    let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-                    panic!("no stderr line with {needle:?} ({e:?}; exit status {status:?}):\n{}", self.stderr());
-                }
-            }
-        }
-    }
-
-    /// Everything the server printed on stderr so far.
-    pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Sends a signal to the server.
-    pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("signal the server");
-    }
-
-    /// `kill -9`, and waits until the process is gone.
-    pub fn kill(mut self) {
-        let mut child = self.child.take().expect("running");
-        let _ = child.kill();
-        child.wait().expect("wait for the server");
-    }
-
-    /// Waits for the server to exit (after a signal) and returns its exit code and stderr.
-    pub fn finish(mut self) -> Run {
-        let mut child = self.child.take().expect("running");
-        let status = child.wait().expect("wait for the server");
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        Run { code: status.code().unwrap_or(-1), stdout: String::new(), stderr: self.stderr() }
-    }
-
-    /// SIGTERM, then [`Server::finish`].
-    pub fn stop(self) -> Run {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        self.finish()
-    }
-
-    /// One HTTP request to the server's API (see [`http`]).
-    pub fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
-        http(&self.address, method, path, token, body)
-    }
-
-    /// Waits (through `/api/wait`, which answers when the run ends) until a run has ended, and
-    /// returns its state. Fails after two minutes (a broken test must not hang).
-    #[track_caller]
-    pub fn wait_for_run(&self, dag: &str, run: &str) -> String {
-        let path = format!("/api/wait?dag={}&run={}", encode(dag), encode(run));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        loop {
-            assert!(std::time::Instant::now() < deadline, "run {run} of {dag} has not ended after 2 minutes\n--- server stderr ---\n{}", self.stderr());
-            let (status, body) = self.http("GET", &path, Some(&self.token.clone()), None);
-            assert_eq!(status, 200, "GET {path}: {body}\n--- server stderr ---\n{}", self.stderr());
-            let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
-            if answer["ended"] == true {
-                return answer["state"].as_str().unwrap_or_default().to_string();
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Percent-encodes a query value.
-pub fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
-}
-
-/// One HTTP/1.1 request over a plain TCP connection (`Connection: close`), with a bearer token if
-/// given and a JSON body if given. Returns the status code and the body.
-pub fn http(address: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).unwrap_or_else(|e| panic!("connect to {address}: {e}"));
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).expect("read timeout");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() || method == "POST" {
-        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).expect("send the request");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read the response");
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line: {response}"));
-    (status, body.to_string())
-}
-
-/// Waits for a file that other processes append to, woken by inotify (through `notify`) rather
-/// than by polling: [`FileWatch::wait`] reads what was appended since the last look and returns
-/// once the caller's condition holds.
-pub struct FileWatch {
-    path: PathBuf,
-    events: std::sync::mpsc::Receiver<()>,
-    _watcher: notify::RecommendedWatcher,
-    offset: u64,
-    partial: String,
-    /// The complete lines read so far.
-    pub lines: Vec<String>,
-}
-
-impl FileWatch {
-    /// Watches `path` (which may not exist yet; its folder must).
-    pub fn new(path: &Path) -> FileWatch {
-        use notify::Watcher;
-        let (tx, events) = std::sync::mpsc::channel();
-        let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
-            let _ = tx.send(());
-        })
-        .expect("inotify watcher");
-        let folder = path.parent().expect("file has a folder");
-        watcher.watch(folder, notify::RecursiveMode::NonRecursive).expect("watch folder");
-        FileWatch { path: path.to_path_buf(), events, _watcher: watcher, offset: 0, partial: String::new(), lines: Vec::new() }
-    }
-
-    /// Reads the complete lines appended since the last look into [`FileWatch::lines`].
-    pub fn refresh(&mut self) {
-        use std::io::{Read, Seek, SeekFrom};
-        let Ok(mut file) = std::fs::File::open(&self.path) else { return };
-        let _ = file.seek(SeekFrom::Start(self.offset));
-        let mut more = Vec::new();
-        let _ = file.read_to_end(&mut more);
-        self.offset += more.len() as u64;
-        self.partial.push_str(&String::from_utf8_lossy(&more));
-        while let Some(end) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=end).collect();
-            self.lines.push(line.trim_end_matches('\n').to_string());
-        }
-    }
-
-    /// Returns once `done` holds for the lines read so far, re-checking after each change to the
-    /// file's folder. Fails after `limit` (a broken test must not hang), describing `what`.
-    #[track_caller]
-    pub fn wait<T>(&mut self, what: &str, limit: std::time::Duration, mut done: impl FnMut(&[String]) -> Option<T>) -> T {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            // Drain the events first: a change after this look wakes the next wait.
-            while self.events.try_recv().is_ok() {}
-            self.refresh();
-            if let Some(value) = done(&self.lines) {
-                return value;
-            }
-            if self.events.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).is_err() {
-                panic!("waited {limit:?} for {what}; {} has {} lines:\n{}", self.path.display(), self.lines.len(), self.lines.join("\n"));
-            }
-        }
-    }
+/// Asserts that `pid` is not a live process ([`is_stopped`]).
+#[track_caller]
+pub fn assert_not_running(pid: i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(is_stopped(pid), "process {pid} is still running: {stat}");
 }
 
 /// A small seeded random number generator (SplitMix64), so a randomized test can print its seed

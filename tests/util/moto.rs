@@ -1,26 +1,32 @@
-//! A real S3 API for the S3 tests and benchmark: moto_server (pinned by scripts/test.sh in the
-//! test virtualenv), started once per test binary on a free port of 127.0.0.1 the first time a
-//! test asks for it, and stopped when the test binary exits. Tests isolate themselves by bucket
-//! names ([`bucket`]).
+//! moto_server (pinned by scripts/install-deps.sh in the test virtualenv): a real S3 API for
+//! the S3 tests and benchmark, and the EMR and SageMaker APIs for theirs. Each server is started
+//! once per test binary on a free port of 127.0.0.1, the first time a test asks for it, under a
+//! guard kept until the test binary exits ([`super::services`]). Tests isolate themselves by
+//! bucket names ([`bucket`]) and by the ids of what they create.
 //!
 //! A second server, [`moto_with_auth`], checks credentials (`INITIAL_NO_AUTH_ACTION_COUNT=0`), so
-//! bogus keys get S3's own `InvalidAccessKeyId`.
+//! bogus keys get S3's own `InvalidAccessKeyId`. A test binary that needs other settings starts
+//! its own with [`Moto::start_in`] (the EMR tests turn on moto's request recorder).
 //!
 //! [`Moto::client`] runs `tests/data/s3/s3_client.py` (boto3 from the same virtualenv): an S3
-//! client independent of flowctl, to prepare objects and check what flowctl wrote.
+//! client independent of flowctl, to prepare objects and check what flowctl wrote;
+//! [`Moto::run_client`] runs another such script.
 //!
 //! Nothing sleeps: a server is ready once its log says it is listening (read through
 //! [`super::FileWatch`], woken by inotify) and it answers a request.
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
+
+use super::services::{free_port, Guard, Options};
+use super::{Cmd, TempHome};
 
 /// How long moto_server may take to start listening.
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -31,9 +37,10 @@ pub struct Moto {
     pub port: u16,
     /// `http://127.0.0.1:<port>`.
     pub endpoint: String,
+    /// Its folder (its log, and what the test binary keeps there), removed once it stops.
+    pub dir: PathBuf,
     /// Its log file.
     pub log: PathBuf,
-    _guard: std::sync::Mutex<std::process::ChildStdin>,
 }
 
 static MOTO: OnceLock<Moto> = OnceLock::new();
@@ -41,19 +48,19 @@ static MOTO_AUTH: OnceLock<Moto> = OnceLock::new();
 
 /// The moto_server of this test binary that accepts any credentials.
 pub fn moto() -> &'static Moto {
-    MOTO.get_or_init(|| Moto::start(&[]))
+    MOTO.get_or_init(|| Moto::start_in(server_dir(), &[]))
 }
 
 /// The moto_server of this test binary that checks credentials: only keys moto's IAM knows are
 /// accepted, so any made-up key is refused.
 pub fn moto_with_auth() -> &'static Moto {
-    MOTO_AUTH.get_or_init(|| Moto::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]))
+    MOTO_AUTH.get_or_init(|| Moto::start_in(server_dir(), &[("INITIAL_NO_AUTH_ACTION_COUNT", "0".as_ref())]))
 }
 
-/// The test virtualenv's Python (with boto3): `$FLOWCTL_TEST_PYTHON`, else the virtualenv
-/// scripts/test.sh makes.
+/// The test virtualenv's Python (boto3, moto, aiosmtpd): `$FLOWCTL_TEST_PYTHON`, else the one in
+/// the virtualenv scripts/install-deps.sh makes.
 pub fn python() -> PathBuf {
-    from_env_or_venv("FLOWCTL_TEST_PYTHON", "bin/python", "Python with boto3")
+    from_env_or_venv("FLOWCTL_TEST_PYTHON", "bin/python", "the virtualenv's Python (boto3, aiosmtpd)")
 }
 
 /// moto_server: `$FLOWCTL_TEST_MOTO`, else the one in the test virtualenv.
@@ -78,8 +85,8 @@ fn from_env_or_venv(var: &str, relative: &str, what: &str) -> PathBuf {
     };
     assert!(
         path.is_file(),
-        "the S3 tests need {what} at {}, and there is none: run scripts/test.sh once (it creates the virtualenv and installs \
-         moto[server] and awscli), or point {var} at it",
+        "the tests need {what} at {}, and there is none: run scripts/test.sh once (it creates the virtualenv and installs \
+         aiosmtpd, moto[server] and awscli), or point {var} at it",
         path.display()
     );
     path
@@ -91,53 +98,72 @@ pub fn bucket(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("address").port()
+/// A new folder for a server of this test binary; its guard removes it once the server stops.
+pub fn server_dir() -> PathBuf {
+    tempfile::Builder::new().prefix("flowctl-moto-").tempdir().expect("temp dir").keep()
+}
+
+/// An `aws` connection (JSON, without keys) to the moto at `endpoint`.
+pub fn connection_to(endpoint: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "aws",
+        "region": "us-east-1",
+        "endpoint_url": endpoint,
+        "force_path_style": true,
+    })
+}
+
+/// A test's AWS connection: its name and the keys flowctl reads from `<vars>_KEY_ID` and
+/// `<vars>_SECRET`. The secret is a canary: it must never appear in a log, an error or status.
+pub struct TestConnection {
+    /// The connection's name, as in `FLOWCTL_CONN_<NAME>`, e.g. `AWS_DEFAULT`.
+    pub name: &'static str,
+    /// The start of the key variables' names, e.g. `S3_TEST`.
+    pub vars: &'static str,
+    /// The access key id.
+    pub key_id: &'static str,
+    /// The secret access key.
+    pub secret: &'static str,
+}
+
+impl Cmd {
+    /// Adds the connection `connection` (`FLOWCTL_CONN_<NAME>`): `settings`, an `aws` connection,
+    /// with the test keys read from their variables. The instance metadata service is turned
+    /// off, so a mistake fails at once instead of looking for credentials.
+    pub fn aws_connection(self, connection: &TestConnection, mut settings: serde_json::Value) -> Cmd {
+        let (id_var, secret_var) = (format!("{}_KEY_ID", connection.vars), format!("{}_SECRET", connection.vars));
+        settings["access_key_id_env"] = id_var.clone().into();
+        settings["secret_access_key_env"] = secret_var.clone().into();
+        self.env(&id_var, connection.key_id)
+            .env(&secret_var, connection.secret)
+            .env(&format!("FLOWCTL_CONN_{}", connection.name), &settings.to_string())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+    }
+}
+
+/// A fresh home ([`super::setup_with_scratch`]) with the AWS connection `connection` whose
+/// settings are `settings` (e.g. [`Moto::connection`]), see [`Cmd::aws_connection`].
+pub fn setup_aws(connection: &TestConnection, settings: serde_json::Value) -> (TempHome, Cmd) {
+    let (home, cmd) = super::setup_with_scratch();
+    (home, cmd.aws_connection(connection, settings))
 }
 
 impl Moto {
-    fn start(env: &[(&str, &str)]) -> Moto {
+    /// Starts moto_server in `dir` (see [`server_dir`]) with `envs` added to its environment,
+    /// kept until the test binary exits, and waits until it answers.
+    pub fn start_in(dir: PathBuf, envs: &[(&str, &OsStr)]) -> Moto {
         let server = moto_server();
-        let dir = tempfile::Builder::new().prefix("flowctl-moto-").tempdir().expect("temp dir").keep();
         let log = dir.join("moto.log");
         let port = free_port();
-        // The guard runs the server and stops it when the test binary exits (its stdin, a pipe
-        // from this process, closes), then removes the folder.
-        let script = r#"dir="$1"; log="$2"; shift 2
-"$@" </dev/null >>"$log" 2>&1 &
-pid=$!
-cat >/dev/null
-kill -TERM "$pid" 2>/dev/null
-wait "$pid"
-rm -rf "$dir""#;
         std::fs::write(&log, b"").expect("create the moto log");
         let mut watch = super::FileWatch::new(&log);
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(script)
-            .arg("sh")
-            .arg(&dir)
-            .arg(&log)
-            .arg(&server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .env("PYTHONUNBUFFERED", "1")
-            .process_group(0);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-        let stdin = child.stdin.take().expect("guard stdin");
-        // The guard is reaped by init once the test binary has exited.
-        std::mem::forget(child);
+        let args = ["-H".to_string(), "127.0.0.1".to_string(), "-p".to_string(), port.to_string()];
+        Guard::sh(&server, &args, &log, Options { envs: envs.to_vec(), remove: Some(&dir), ..Default::default() }).keep_until_exit();
         let listening = format!("Running on http://127.0.0.1:{port}");
         watch.wait(&format!("moto_server to listen on port {port}"), START_DEADLINE, |lines| {
             lines.iter().any(|l| l.contains(&listening) || l.contains("Traceback")).then_some(())
         });
-        let moto = Moto { port, endpoint: format!("http://127.0.0.1:{port}"), log, _guard: std::sync::Mutex::new(stdin) };
+        let moto = Moto { port, endpoint: format!("http://127.0.0.1:{port}"), dir, log };
         let (status, body) = moto.http("GET", "/moto-api/data.json");
         assert_eq!(status, 200, "moto_server on port {port} does not answer: {body}\nits log:\n{}", moto.log_text());
         moto
@@ -166,28 +192,24 @@ rm -rf "$dir""#;
     /// output when it fails.
     #[track_caller]
     pub fn client(&self, args: &[&str]) -> String {
-        let output = self.client_output(args);
-        assert!(
-            output.status.success(),
-            "s3_client.py {args:?} failed ({}):\n{}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        self.run_client("tests/data/s3/s3_client.py", args)
     }
 
     /// Runs the independent client and returns what it did, whatever its exit code.
     pub fn client_output(&self, args: &[&str]) -> std::process::Output {
-        let script = super::repo_root().join("tests/data/s3/s3_client.py");
-        Command::new(python())
-            .arg(script)
-            .arg(&self.endpoint)
-            .args(args)
-            .env_remove("AWS_PROFILE")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run s3_client.py")
+        python_output("tests/data/s3/s3_client.py", &[&[self.endpoint.as_str()], args].concat())
+    }
+
+    /// Runs `script` (a client of the repository, e.g. `tests/data/emr/emr_client.py`) with this
+    /// server's endpoint and `args`; returns what it printed, or panics with its output.
+    #[track_caller]
+    pub fn run_client(&self, script: &str, args: &[&str]) -> String {
+        run_python(script, &[&[self.endpoint.as_str()], args].concat())
+    }
+
+    /// An `aws` connection (JSON, without keys) to this server.
+    pub fn connection(&self) -> serde_json::Value {
+        connection_to(&self.endpoint)
     }
 
     /// Creates a bucket.
@@ -235,16 +257,31 @@ rm -rf "$dir""#;
     /// A `FLOWCTL_CONN_<NAME>` value for a connection to this server whose keys are read from
     /// the variables `key_var` and `secret_var`.
     pub fn connection_json(&self, key_var: &str, secret_var: &str) -> String {
-        serde_json::json!({
-            "type": "aws",
-            "region": "us-east-1",
-            "endpoint_url": self.endpoint,
-            "force_path_style": true,
-            "access_key_id_env": key_var,
-            "secret_access_key_env": secret_var,
-        })
-        .to_string()
+        let mut settings = self.connection();
+        settings["access_key_id_env"] = key_var.into();
+        settings["secret_access_key_env"] = secret_var.into();
+        settings.to_string()
     }
+}
+
+/// Runs a Python script of the repository (`script`, relative to its root) with the test
+/// virtualenv's Python and `args`, and returns what it did, whatever its exit code.
+pub fn python_output(script: &str, args: &[&str]) -> std::process::Output {
+    python_script(script, args).output().unwrap_or_else(|e| panic!("run {script}: {e}"))
+}
+
+/// Runs the script as [`python_output`] does, panicking with its output when it fails; returns
+/// its stdout.
+#[track_caller]
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let output = super::services::run_to_end(&mut python_script(script, args), &format!("{script} {args:?}"));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn python_script(script: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(python());
+    command.arg(super::repo_root().join(script)).args(args).env_remove("AWS_PROFILE").stdin(Stdio::null());
+    command
 }
 
 /// Writes `size` bytes of seeded pseudo-random data (incompressible, so every part differs) to

@@ -1,78 +1,32 @@
-//! The loan pipeline's local stand-ins for its end-to-end tests (tests/pipeline.rs): the patched
-//! moto (`scripts/standins/moto_local.py`, recording every request), the loan site
-//! (`scripts/standins/loan_site.py`) and an SMTP server (`tests/support/smtp_server.py`). The
-//! databases come from [`super::databases`].
+//! The loan pipeline's local stand-ins for its end-to-end tests (tests/pipeline.rs, and the
+//! Redshift tests): the patched moto (`scripts/standins/moto_local.py`, recording every request)
+//! and the loan site (`scripts/standins/loan_site.py`). The databases come from
+//! [`super::databases`], the SMTP server from [`super::smtp`].
 //!
-//! Each stand-in runs under a guard that stops it when the test binary exits (its standard input,
-//! a pipe from this process, closes) or when the value is dropped. The programs are the same
-//! ones `scripts/local-pipeline.sh` runs, so the tests exercise what users run.
+//! Each stand-in runs under a guard of [`super::services`]: dropping the value stops the
+//! program and waits for it, and [`MotoLocal::shared`] keeps one until the test binary exits.
+//! The programs are the same ones `scripts/local-pipeline.sh` runs, so the tests exercise what
+//! users run.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
+
+use super::services::{free_port, Guard, Options};
 
 /// How long a stand-in may take to start.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The virtualenv's Python (moto, boto3, aiosmtpd): `$FLOWCTL_TEST_PYTHON`, else the one
-/// scripts/test.sh makes.
+/// scripts/install-deps.sh makes.
 pub fn venv_python() -> PathBuf {
     super::moto::python()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("address").port()
-}
-
-/// A process stopped when this is dropped (and, through its stdin pipe, when the test binary
-/// exits).
-struct Guarded {
-    child: Child,
-    _stdin: ChildStdin,
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `program args...` under a `sh` guard that stops it once its own stdin (a pipe from this
-/// process) closes. The program's output goes to `log`.
-fn guarded(program: &Path, args: &[String], log: &Path, envs: &[(&str, &str)]) -> Guarded {
-    let script = r#"log="$1"; shift
-"$@" </dev/null >>"$log" 2>&1 &
-pid=$!
-cat >/dev/null
-kill -TERM "$pid" 2>/dev/null
-wait "$pid""#;
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg(script)
-        .arg("sh")
-        .arg(log)
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .env("PYTHONUNBUFFERED", "1")
-        .process_group(0);
-    for (k, v) in envs {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    let stdin = child.stdin.take().expect("guard stdin");
-    Guarded { child, _stdin: stdin }
 }
 
 /// The patched moto of `scripts/standins/moto_local.py`, with the bucket `loans-lake` and a
@@ -85,12 +39,30 @@ pub struct MotoLocal {
     /// The request record (one JSON object per line).
     pub record: PathBuf,
     log: PathBuf,
-    _guard: Guarded,
+    /// None for the shared one, whose guard the test binary's exit holds.
+    guard: Option<Guard>,
 }
 
 impl MotoLocal {
-    /// Starts one in `dir` and waits until it answers.
+    /// The one of this test binary, started by the first test that asks for it (in a folder of
+    /// its own, removed when it stops) and stopped when the binary exits: starting one takes
+    /// seconds. Tests tell their requests apart by what they name (statement names, ids).
+    pub fn shared() -> &'static MotoLocal {
+        static SHARED: OnceLock<MotoLocal> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let dir = tempfile::Builder::new().prefix("flowctl-moto-local-").tempdir().expect("temp dir").keep();
+            let mut moto = MotoLocal::start_guarded(&dir, Some(&dir));
+            moto.guard.take().expect("a guard").keep_until_exit();
+            moto
+        })
+    }
+
+    /// Starts one in `dir` and waits until it answers; dropping it stops it.
     pub fn start(dir: &Path) -> MotoLocal {
+        MotoLocal::start_guarded(dir, None)
+    }
+
+    fn start_guarded(dir: &Path, remove: Option<&Path>) -> MotoLocal {
         std::fs::create_dir_all(dir).expect("moto folder");
         let log = dir.join("moto.log");
         let record = dir.join("moto-requests.jsonl");
@@ -109,34 +81,21 @@ impl MotoLocal {
             "-p".into(),
             port.to_string(),
         ];
-        let guard = guarded(&venv_python(), &args, &log, &[]);
+        let guard = Guard::sh(&venv_python(), &args, &log, Options { remove, ..Default::default() });
         let listening = format!("Running on http://127.0.0.1:{port}");
         let started = watch.wait(&format!("moto_local.py to listen on port {port}"), START_DEADLINE, |lines| {
             lines.iter().any(|l| l.contains(&listening) || l.contains("Traceback")).then(|| lines.iter().any(|l| l.contains(&listening)))
         });
         assert!(started, "moto_local.py failed to start (run scripts/test.sh for moto[server]):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        MotoLocal { endpoint: format!("http://127.0.0.1:{port}"), port, record, log, _guard: guard }
+        MotoLocal { endpoint: format!("http://127.0.0.1:{port}"), port, record, log, guard: Some(guard) }
     }
 
     /// Runs `scripts/standins/inspect_aws.py` against this moto and parses its JSON.
     #[track_caller]
     pub fn inspect(&self, args: &[&str]) -> Value {
-        let script = super::repo_root().join("scripts/standins/inspect_aws.py");
-        let output = Command::new(venv_python())
-            .arg(script)
-            .args(["--endpoint", &self.endpoint, "--record", self.record.to_str().expect("UTF-8")])
-            .args(args)
-            .env_remove("AWS_PROFILE")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run inspect_aws.py");
-        assert!(
-            output.status.success(),
-            "inspect_aws.py {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("inspect_aws.py {args:?} printed no JSON: {e}"))
+        let record = self.record.to_str().expect("UTF-8");
+        let stdout = super::moto::run_python("scripts/standins/inspect_aws.py", &[&["--endpoint", &self.endpoint, "--record", record], args].concat());
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("inspect_aws.py {args:?} printed no JSON: {e}"))
     }
 
     /// The recorded requests, in order.
@@ -164,6 +123,11 @@ impl MotoLocal {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// An `aws` connection (JSON, without keys) to this server.
+    pub fn connection(&self) -> Value {
+        super::moto::connection_to(&self.endpoint)
+    }
 }
 
 /// The loan provider's stand-in, serving (and generating) zips in its data folder.
@@ -173,7 +137,7 @@ pub struct LoanSite {
     /// The folder of `historical_data_YYYYQn.zip` files.
     pub data: PathBuf,
     log: PathBuf,
-    _guard: Guarded,
+    _guard: Guard,
 }
 
 impl LoanSite {
@@ -185,7 +149,8 @@ impl LoanSite {
         let mut watch = super::FileWatch::new(&log);
         let script = super::repo_root().join("scripts/standins/loan_site.py");
         let args: Vec<String> = vec![script.display().to_string(), "--data".into(), data.display().to_string()];
-        let guard = guarded(Path::new("python3"), &args, &log, &[("LOANS_SITE_PASSWORD", password)]);
+        let envs = vec![("LOANS_SITE_PASSWORD", password.as_ref())];
+        let guard = Guard::sh(Path::new("python3"), &args, &log, Options { envs, ..Default::default() });
         let port: u16 = watch.wait("loan_site.py to listen", START_DEADLINE, |lines| {
             if let Some(l) = lines.iter().find(|l| l.contains("Traceback") || l.starts_with("loan_site.py:")) {
                 panic!("loan_site.py failed: {l}\n{}", lines.join("\n"));
@@ -236,73 +201,6 @@ pub fn zip_members(path: &Path) -> Vec<(String, String)> {
             (member.name().to_string(), text)
         })
         .collect()
-}
-
-/// A message the SMTP server accepted.
-#[derive(Debug, serde::Deserialize)]
-pub struct Mail {
-    /// The envelope's recipients.
-    pub rcpt_tos: Vec<String>,
-    /// The subject.
-    pub subject: String,
-    /// The plain-text body.
-    pub body: String,
-}
-
-/// `tests/support/smtp_server.py` on 127.0.0.1, keeping each message as JSON.
-pub struct Smtp {
-    /// Its port.
-    pub port: u16,
-    maildir: PathBuf,
-    child: Child,
-    _stdin: ChildStdin,
-}
-
-impl Smtp {
-    /// Starts one keeping its messages in `dir/mail`.
-    pub fn start(dir: &Path) -> Smtp {
-        let maildir = dir.join("mail");
-        let script = super::repo_root().join("tests/support/smtp_server.py");
-        let mut child = Command::new(venv_python())
-            .arg(script)
-            .arg("--maildir")
-            .arg(&maildir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the SMTP server: {e}; run scripts/test.sh"));
-        let stdin = child.stdin.take().expect("stdin");
-        let mut first = String::new();
-        let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first);
-        let port: u16 = first
-            .strip_prefix("listening ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("the SMTP server did not start (aiosmtpd missing? run scripts/test.sh): {first:?}"));
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the SMTP server");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-        let mut greeting = [0u8; 3];
-        stream.read_exact(&mut greeting).expect("read the SMTP greeting");
-        assert_eq!(&greeting, b"220");
-        let _ = stream.write_all(b"QUIT\r\n");
-        Smtp { port, maildir, child, _stdin: stdin }
-    }
-
-    /// The messages accepted so far, in order.
-    pub fn messages(&self) -> Vec<Mail> {
-        let Ok(entries) = std::fs::read_dir(&self.maildir) else { return Vec::new() };
-        let mut files: Vec<PathBuf> =
-            entries.map(|e| e.expect("entry").path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
-        files.sort();
-        files.iter().map(|f| serde_json::from_str(&std::fs::read_to_string(f).expect("read message")).expect("message JSON")).collect()
-    }
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The variables `dags/profiles/local.env` defines, read by a shell the way

@@ -9,25 +9,17 @@ code cannot hide behind the same bug on the checking side.
         JSON: the body of every EMR request ACTION (e.g. CancelSteps) in moto's request recording,
         oldest first
 
-Credentials are moto's usual dummies; moto_server without INITIAL_NO_AUTH_ACTION_COUNT accepts
-any, and keeps every key's clusters in one account.
+Credentials are moto's usual dummies (tests/support/moto_client.py).
 """
 
 import base64
 import json
+import os
 import sys
 
-import boto3
-
-
-def client(endpoint):
-    return boto3.client(
-        "emr",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+sys.dont_write_bytecode = True  # no __pycache__ in the repository
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "support"))
+from moto_client import client  # noqa: E402
 
 
 def cluster(emr, cluster_id):
@@ -108,7 +100,7 @@ def requests(recording, action):
 
 def main(argv):
     endpoint, command, args = argv[1], argv[2], argv[3:]
-    emr = client(endpoint)
+    emr = client("emr", endpoint)
     if command == "cluster":
         result = cluster(emr, args[0])
     elif command == "steps":

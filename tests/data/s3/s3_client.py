@@ -11,27 +11,23 @@ flowctl's S3 code cannot hide behind the same bug on the checking side.
     s3_client.py ENDPOINT ls BUCKET PREFIX         JSON: [[key, size], ...]
     s3_client.py ENDPOINT rm BUCKET KEY
 
-Credentials are moto's usual dummies; moto_server without INITIAL_NO_AUTH_ACTION_COUNT accepts
-any.
+Credentials are moto's usual dummies (tests/support/moto_client.py).
 """
 
 import json
+import os
 import sys
 
-import boto3
 from botocore.config import Config
+
+sys.dont_write_bytecode = True  # no __pycache__ in the repository
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "support"))
+from moto_client import client  # noqa: E402
 
 
 def main(argv):
     endpoint, command, args = argv[1], argv[2], argv[3:]
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    s3 = client("s3", endpoint, config=Config(s3={"addressing_style": "path"}))
     if command == "mb":
         s3.create_bucket(Bucket=args[0])
     elif command == "put":

@@ -4,25 +4,21 @@ virtualenv, so what flowctl sent is checked by a second implementation of the AP
     sagemaker_client.py ENDPOINT describe NAME   JSON: DescribeTrainingJob, plus "Tags" (ListTags)
     sagemaker_client.py ENDPOINT names           JSON: every training job's name, sorted
 
-Credentials are moto's usual dummies; moto_server without INITIAL_NO_AUTH_ACTION_COUNT accepts
-any.
+Credentials are moto's usual dummies (tests/support/moto_client.py).
 """
 
 import json
+import os
 import sys
 
-import boto3
+sys.dont_write_bytecode = True  # no __pycache__ in the repository
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "support"))
+from moto_client import client  # noqa: E402
 
 
 def main(argv):
     endpoint, command, args = argv[1], argv[2], argv[3:]
-    sagemaker = boto3.client(
-        "sagemaker",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sagemaker = client("sagemaker", endpoint)
     if command == "describe":
         job = sagemaker.describe_training_job(TrainingJobName=args[0])
         job.pop("ResponseMetadata", None)
