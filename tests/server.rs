@@ -865,11 +865,11 @@ fn listening_beyond_this_machine_needs_an_explicit_token() {
     refused.expect_code(2);
     assert_eq!(
         refused.stderr,
-        "error: FLOWCTL_API_TOKEN is 7 characters long; use a secret of at least 32 characters (e.g. `openssl rand -hex 32`)\n"
+        "error: FLOWCTL_API_TOKEN is 7 characters long; use a secret of at least 32 characters: generate one with `openssl rand -hex 32` (or `head -c 32 /dev/urandom | base64`)\n"
     );
 
     // With a token of its own, it listens anywhere, and the API takes that token.
-    let secret = "a-secret-of-our-own-at-least-32-chars";
+    let secret = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
     let cmd = cmd.env("FLOWCTL_API_TOKEN", secret);
     let server = Server::start_on(&cmd, "0.0.0.0:0", &[]);
     assert!(server.address.starts_with("0.0.0.0:"), "{}", server.address);
