@@ -555,7 +555,7 @@ async fn a_batch_goes_to_a_serverless_workgroup_with_batch_execute_statement() {
 }
 
 fn copy_settings(extra: Value) -> CopyConfig {
-    let mut with = json!({
+    let with = json!({
         "cluster_identifier": "analytics",
         "database": "dev",
         "db_user": "etl",
@@ -563,8 +563,14 @@ fn copy_settings(extra: Value) -> CopyConfig {
         "from": "s3://lake/loans/2024-03-01/",
         "iam_role": ROLE,
     });
+    config(merged(&with, extra))
+}
+
+/// `base` with the keys of `extra` added or replaced.
+fn merged(base: &Value, extra: Value) -> Value {
+    let mut with = base.clone();
     with.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    config(with)
+    with
 }
 
 #[tokio::test(start_paused = true)]
@@ -755,11 +761,7 @@ fn invalid(operator: &str, with: Value) -> (String, String) {
 #[test]
 fn mistakes_are_found_at_compile_time_with_the_field() {
     let base = json!({"cluster_identifier": "c", "database": "dev", "db_user": "etl", "sql": "SELECT 1"});
-    let with = |extra: Value| {
-        let mut w = base.clone();
-        w.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        w
-    };
+    let with = |extra: Value| merged(&base, extra);
     assert_eq!(
         invalid("redshift.sql", with(json!({"db_user": null}))),
         ("".into(), "a provisioned cluster needs `db_user` (temporary credentials for that user) or `secret_arn` (a Secrets Manager secret with the login)".into())
@@ -778,11 +780,7 @@ fn mistakes_are_found_at_compile_time_with_the_field() {
     assert!(invalid("redshift.sql", with(json!({"fecth": true}))).1.starts_with("unknown field `fecth`"));
 
     let copy = json!({"cluster_identifier": "c", "database": "dev", "db_user": "etl", "table": "loans", "from": "s3://lake/x/", "iam_role": ROLE});
-    let copy_with = |extra: Value| {
-        let mut w = copy.clone();
-        w.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        w
-    };
+    let copy_with = |extra: Value| merged(&copy, extra);
     assert_eq!(invalid("redshift.copy", copy_with(json!({"mode": "upsert"}))), ("key".into(), "mode upsert needs `key`: the columns that identify a row".into()));
     assert_eq!(invalid("redshift.copy", copy_with(json!({"key": ["id"]}))), ("key".into(), "applies only to mode upsert".into()));
     assert_eq!(
@@ -816,11 +814,7 @@ fn mistakes_are_found_at_compile_time_with_the_field() {
     assert!(invalid("redshift.copy", copy_with(json!({"mode": "merge"}))).1.starts_with("unknown variant `merge`"));
 
     let unload = json!({"workgroup_name": "wg", "database": "dev", "query": "SELECT 1", "to": "s3://b/p/", "iam_role": "default"});
-    let unload_with = |extra: Value| {
-        let mut w = unload.clone();
-        w.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        w
-    };
+    let unload_with = |extra: Value| merged(&unload, extra);
     assert_eq!(invalid("redshift.unload", unload_with(json!({"format": "parquet", "header": true}))), ("header".into(), "applies only to format csv".into()));
     assert_eq!(
         invalid("redshift.unload", unload_with(json!({"max_file_size_mb": 2}))),
