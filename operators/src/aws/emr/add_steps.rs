@@ -1,41 +1,43 @@
 //! `emr.add_steps`: adds steps to a running cluster (AddJobFlowSteps), records their ids before
 //! waiting, and waits until every one of them has ended.
 //!
-//! A retry or a restarted server that finds the recorded ids polls them and never calls
-//! AddJobFlowSteps again. A step that ends FAILED, CANCELLED or INTERRUPTED fails the task with
-//! EMR's own reason (FailureDetails: reason, message, log file). Cancelling the task (or its
-//! `timeout:`) sends CancelSteps for the steps that have not ended; a flowctl that stops leaves
-//! them running for its next start.
+//! The steps are one job of the AWS kit (`aws::job`), several ids in one record: a retry or a
+//! restarted server that finds the recorded ids polls them and never calls AddJobFlowSteps again.
+//! A step that ends FAILED, CANCELLED or INTERRUPTED fails the task with EMR's own reason
+//! (FailureDetails: reason, message, log file). Cancelling the task (or its `timeout:`) sends
+//! CancelSteps for the steps that have not ended; a flowctl that stops leaves them running for its
+//! next start.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_emr::types::{StepCancellationOption, StepState};
-use flowctl_engine::operator::{ConfigError, ExternalJob, Operator, Outcome, Outputs, TaskContext, TaskError};
+use flowctl_engine::operator::{ConfigError, ExternalJob, LogSink, Operator, Outcome, Outputs, TaskContext, TaskError};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::poll::{guard, sleep, Interrupted, States, Stop, Tolerance};
 use super::steps::{build_steps, check_steps, BuiltStep, FailureAction, StepSpec};
-use super::{aws_connection, check_cluster_id, check_interval, default_connection, poll_interval, trim_message, valid_cluster_id, Emr, CANCEL_DEADLINE, STEPS_JOB};
+use super::{check_cluster_id, poll_interval, trim_message, valid_cluster_id, Emr, MAX_POLL_BACKOFF, STEPS_JOB};
+use crate::aws::job::{self, CancelReason, Describe, Job, Progress, Watch};
+use crate::aws::settings::{aws_connection, aws_settings, check_optional_duration};
 
-/// The settings of an `emr.add_steps` task.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddStepsConfig {
-    /// The cluster to run the steps on, usually `"{{ tasks.<create task>.outputs.cluster_id }}"`.
-    pub cluster_id: String,
-    /// The steps, in the order EMR runs them (at most 256).
-    pub steps: Vec<StepSpec>,
-    /// What EMR does when a step fails, for steps that set none: CANCEL_AND_WAIT (cancel the
-    /// steps after it, keep the cluster), CONTINUE or TERMINATE_CLUSTER [default: CANCEL_AND_WAIT].
-    pub action_on_failure: Option<FailureAction>,
-    /// How long to wait between two polls of the steps, e.g. `30s` or `2m` [default: 30s].
-    pub poll_interval: Option<String>,
-    /// The AWS connection [default: aws_default].
-    #[serde(default = "default_connection")]
-    pub connection: String,
+aws_settings! {
+    /// The settings of an `emr.add_steps` task.
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct AddStepsConfig {
+        /// The cluster to run the steps on, usually `"{{ tasks.<create task>.outputs.cluster_id }}"`.
+        pub cluster_id: String,
+        /// The steps, in the order EMR runs them (at most 256).
+        pub steps: Vec<StepSpec>,
+        /// What EMR does when a step fails, for steps that set none: CANCEL_AND_WAIT (cancel the
+        /// steps after it, keep the cluster), CONTINUE or TERMINATE_CLUSTER [default: CANCEL_AND_WAIT].
+        pub action_on_failure: Option<FailureAction>,
+        /// How long to wait between two polls of the steps, e.g. `30s` or `2m` [default: 30s].
+        pub poll_interval: Option<String>,
+        connection,
+    }
 }
 
 /// The action for steps that set none: a step's failure cancels the steps after it, which were
@@ -53,10 +55,7 @@ impl Operator for AddSteps {
     fn check(config: &AddStepsConfig) -> Result<(), ConfigError> {
         check_cluster_id("cluster_id", &config.cluster_id)?;
         check_steps("steps", &config.steps, true)?;
-        if let Some(interval) = &config.poll_interval {
-            check_interval("poll_interval", interval)?;
-        }
-        Ok(())
+        check_optional_duration("poll_interval", config.poll_interval.as_deref())
     }
 
     async fn execute(&self, config: AddStepsConfig, ctx: TaskContext) -> Result<Outcome, TaskError> {
@@ -88,129 +87,64 @@ impl Tracked {
 /// with the EMR client given so tests can script its replies.
 pub async fn run(emr: &Emr, config: AddStepsConfig, ctx: &TaskContext) -> Result<Outcome, TaskError> {
     let interval = poll_interval(config.poll_interval.as_deref())?;
-    let recorded = ctx.external_job.as_ref().filter(|job| job.kind == STEPS_JOB).and_then(|job| {
-        let cluster = job.detail.get("cluster_id")?.clone();
-        let ids: Vec<String> = job.detail.get("step_ids")?.split(',').filter(|s| !s.is_empty()).map(String::from).collect();
-        (!ids.is_empty()).then_some((cluster, ids))
-    });
-    let (cluster, mut steps) = match recorded {
-        Some((cluster, ids)) => {
-            ctx.log.line(&format!(
-                "reattached to EMR step{} {} on cluster {cluster}, added by an earlier attempt: polling {}, not adding the steps again",
-                if ids.len() == 1 { "" } else { "s" },
-                ids.join(", "),
-                if ids.len() == 1 { "it" } else { "them" }
-            ));
-            if cluster != config.cluster_id {
-                ctx.log.line(&format!("(the settings now name cluster {}; the recorded steps run on {cluster})", config.cluster_id));
-            }
-            (cluster, ids.into_iter().map(|id| Tracked { id, name: None, end: None }).collect::<Vec<_>>())
-        }
-        None => {
-            if let Some(job) = &ctx.external_job {
-                ctx.log.line(&format!("the recorded external job is a {} ({}), not EMR steps: adding the steps anew", job.kind, job.id));
-            }
-            submit(emr, &config, ctx).await?
-        }
-    };
-    match wait(emr, &cluster, &mut steps, interval, ctx).await {
-        Ok(()) => {}
-        Err(Stop::Error(e)) => return Err(e),
-        Err(Stop::Interrupted(Interrupted::Shutdown)) => {
-            let running: Vec<&str> = steps.iter().filter(|s| s.end.is_none()).map(|s| s.id.as_str()).collect();
-            ctx.log.line(&format!(
-                "flowctl is stopping: leaving {} running on cluster {cluster}; the next start reattaches",
-                running.join(", ")
-            ));
-            return Err(TaskError::cancelled());
-        }
-        Err(Stop::Interrupted(Interrupted::Cancelled)) => {
-            let running: Vec<String> = steps.iter().filter(|s| s.end.is_none()).map(|s| s.id.clone()).collect();
-            cancel_steps(emr, &cluster, &running, ctx).await;
-            ctx.external_jobs.clear().await?;
-            return Err(TaskError::cancelled());
-        }
-    }
-    // Every step has ended: a retry must add them anew rather than reattach.
-    ctx.external_jobs.clear().await?;
-    if let Some(message) = failure_message(&cluster, &steps) {
-        return Err(TaskError::retryable(message));
-    }
-    let mut outputs = Outputs::new();
-    outputs.insert("cluster_id".into(), Value::String(cluster));
-    outputs.insert("step_ids".into(), Value::Array(steps.iter().map(|s| Value::String(s.id.clone())).collect()));
+    let mut steps = Steps { emr, config: &config, cluster: String::new(), steps: Vec::new(), added: 0 };
+    let outputs = job::drive(&mut steps, ctx, interval).await?;
     Ok(Outcome::Success { outputs })
 }
 
-/// Adds the steps and records their ids before anything else.
-async fn submit(emr: &Emr, config: &AddStepsConfig, ctx: &TaskContext) -> Result<(String, Vec<Tracked>), TaskError> {
-    let cluster = config.cluster_id.trim().to_string();
-    valid_cluster_id(&cluster).map_err(|e| TaskError::fatal(format!("cluster_id: {e}")))?;
-    let built = build_steps(&config.steps, &ctx.task_id, config.action_on_failure.unwrap_or(DEFAULT_ACTION)).map_err(TaskError::fatal)?;
-    let reply = emr
-        .client
-        .add_job_flow_steps()
-        .job_flow_id(&cluster)
-        .set_steps(Some(built.iter().map(BuiltStep::to_sdk).collect()))
-        .send()
-        .await
-        .map_err(|e| emr.error(&e, &format!("EMR AddJobFlowSteps on cluster {cluster}")))?;
-    let ids: Vec<String> = reply.step_ids().to_vec();
-    let steps: Vec<Tracked> =
-        ids.iter().zip(built.iter().map(|b| Some(b.name.clone())).chain(std::iter::repeat(None))).map(|(id, name)| Tracked { id: id.clone(), name, end: None }).collect();
-    let job = ExternalJob {
-        kind: STEPS_JOB.to_string(),
-        id: ids.join(","),
-        detail: BTreeMap::from([("cluster_id".to_string(), cluster.clone()), ("step_ids".to_string(), ids.join(","))]),
-    };
-    if let Err(e) = ctx.external_jobs.record(job).await {
-        // Unrecorded steps would be added a second time by the retry: take them back.
-        ctx.log.line(&format!("cannot record the step ids ({}): cancelling the steps so a retry does not run them twice", e.message));
-        cancel_steps(emr, &cluster, &ids, ctx).await;
-        return Err(e);
-    }
-    ctx.log.line(&format!("added {} step{} to EMR cluster {cluster} and recorded their ids:", ids.len(), if ids.len() == 1 { "" } else { "s" }));
-    for (step, b) in steps.iter().zip(&built) {
-        ctx.log.line(&format!("  {}: {} {}", step.label(), b.jar, shell_line(&b.args)));
-    }
-    if ids.len() != built.len() {
-        return Err(TaskError::retryable(format!(
-            "EMR AddJobFlowSteps on cluster {cluster} returned {} step ids for {} steps",
-            ids.len(),
-            built.len()
-        )));
-    }
-    Ok((cluster, steps))
+/// The steps of one task: added together, recorded together, waited for together.
+struct Steps<'a> {
+    emr: &'a Emr,
+    config: &'a AddStepsConfig,
+    cluster: String,
+    steps: Vec<Tracked>,
+    /// How many steps AddJobFlowSteps was asked to add (0 when reattached).
+    added: usize,
 }
 
-/// Polls every step that has not ended (DescribeStep) until all have.
-async fn wait(emr: &Emr, cluster: &str, steps: &mut [Tracked], interval: Duration, ctx: &TaskContext) -> Result<(), Stop> {
-    let mut states = States::default();
-    let mut tolerance = Tolerance::new(interval);
-    loop {
-        let mut delay = interval;
-        for step in steps.iter_mut().filter(|s| s.end.is_none()) {
-            let request = emr.client.describe_step().cluster_id(cluster).step_id(&step.id).send();
-            let reply = match guard(ctx, request).await? {
-                Ok(reply) => reply,
-                Err(e) => {
-                    let err = emr.error(&e, &format!("EMR DescribeStep {} on cluster {cluster}", step.id));
-                    delay = tolerance.failed(err, ctx.log.as_ref()).map_err(Stop::Error)?;
-                    break;
-                }
-            };
-            tolerance.succeeded();
+impl Steps<'_> {
+    /// The ids of the steps that have not ended.
+    fn unfinished(&self) -> Vec<&str> {
+        self.steps.iter().filter(|s| s.end.is_none()).map(|s| s.id.as_str()).collect()
+    }
+}
+
+#[async_trait]
+impl Describe for Steps<'_> {
+    type Output = Outputs;
+    const MAX_BACKOFF: Duration = MAX_POLL_BACKOFF;
+
+    /// DescribeStep for every step that has not ended; a failed one ends the round as one failed
+    /// poll. Once all have ended, the task's result: EMR's failure details, or the ids.
+    async fn describe(&mut self, watch: &mut Watch<'_>) -> Result<Progress<Outputs>, TaskError> {
+        if self.added != 0 && self.added != self.steps.len() {
+            // Steps without an id cannot be waited for: take back those EMR added, so the retry
+            // adds them all anew.
+            return Ok(Progress::Stop(TaskError::retryable(format!(
+                "EMR AddJobFlowSteps on cluster {} returned {} step ids for {} steps",
+                self.cluster,
+                self.steps.len(),
+                self.added
+            ))));
+        }
+        let (emr, cluster) = (self.emr, self.cluster.as_str());
+        for step in self.steps.iter_mut().filter(|s| s.end.is_none()) {
+            let reply = emr
+                .client
+                .describe_step()
+                .cluster_id(cluster)
+                .step_id(&step.id)
+                .send()
+                .await
+                .map_err(|e| emr.error(&e, &format!("EMR DescribeStep {} on cluster {cluster}", step.id)))?;
             let Some(described) = reply.step() else { continue };
             if step.name.is_none() {
                 step.name = described.name().map(String::from);
             }
             let status = described.status();
             let Some(state) = status.and_then(|s| s.state()).cloned() else { continue };
-            if let Some(change) = states.note(&step.id, state.as_str()) {
-                ctx.log.line(&format!("{}: {change}", step.label()));
-            }
-            let ended = matches!(state, StepState::Completed | StepState::Failed | StepState::Cancelled | StepState::Interrupted);
-            if ended {
+            watch.state(&step.label(), state.as_str());
+            if matches!(state, StepState::Completed | StepState::Failed | StepState::Cancelled | StepState::Interrupted) {
                 let mut detail = String::new();
                 if let Some(failure) = status.and_then(|s| s.failure_details()) {
                     detail = describe_failure(failure.reason(), failure.message(), failure.log_file());
@@ -218,15 +152,123 @@ async fn wait(emr: &Emr, cluster: &str, steps: &mut [Tracked], interval: Duratio
                     detail = trim_message(message).to_string();
                 }
                 if state != StepState::Completed && !detail.is_empty() {
-                    ctx.log.line(&format!("{}: {detail}", step.label()));
+                    watch.line(&format!("{}: {detail}", step.label()));
                 }
                 step.end = Some((state, detail));
             }
         }
-        if steps.iter().all(|s| s.end.is_some()) {
+        if !self.unfinished().is_empty() {
+            return Ok(Progress::Running);
+        }
+        if let Some(message) = failure_message(cluster, &self.steps) {
+            return Ok(Progress::Ended(Err(TaskError::retryable(message))));
+        }
+        let mut outputs = Outputs::new();
+        outputs.insert("cluster_id".into(), Value::String(self.cluster.clone()));
+        outputs.insert("step_ids".into(), Value::Array(self.steps.iter().map(|s| Value::String(s.id.clone())).collect()));
+        Ok(Progress::Ended(Ok(outputs)))
+    }
+}
+
+#[async_trait]
+impl Job for Steps<'_> {
+    const KIND: &'static str = STEPS_JOB;
+
+    /// AddJobFlowSteps with every step.
+    async fn submit(&mut self, ctx: &TaskContext) -> Result<Vec<String>, TaskError> {
+        let cluster = self.config.cluster_id.trim().to_string();
+        valid_cluster_id(&cluster).map_err(|e| TaskError::fatal(format!("cluster_id: {e}")))?;
+        let built = build_steps(&self.config.steps, &ctx.task_id, self.config.action_on_failure.unwrap_or(DEFAULT_ACTION)).map_err(TaskError::fatal)?;
+        let reply = self
+            .emr
+            .client
+            .add_job_flow_steps()
+            .job_flow_id(&cluster)
+            .set_steps(Some(built.iter().map(BuiltStep::to_sdk).collect()))
+            .send()
+            .await
+            .map_err(|e| self.emr.error(&e, &format!("EMR AddJobFlowSteps on cluster {cluster}")))?;
+        let names = built.iter().map(|b| Some(b.name.clone())).chain(std::iter::repeat(None));
+        self.steps = reply.step_ids().iter().zip(names).map(|(id, name)| Tracked { id: id.clone(), name, end: None }).collect();
+        self.cluster = cluster;
+        self.added = built.len();
+        let count = self.steps.len();
+        let mut lines = vec![format!("added {count} step{} to EMR cluster {} and recorded their ids:", if count == 1 { "" } else { "s" }, self.cluster)];
+        for (step, b) in self.steps.iter().zip(&built) {
+            lines.push(format!("  {}: {} {}", step.label(), b.jar, shell_line(&b.args)));
+        }
+        Ok(lines)
+    }
+
+    fn record(&self) -> ExternalJob {
+        let ids = self.steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(",");
+        ExternalJob {
+            kind: STEPS_JOB.to_string(),
+            id: ids.clone(),
+            detail: BTreeMap::from([("cluster_id".to_string(), self.cluster.clone()), ("step_ids".to_string(), ids)]),
+        }
+    }
+
+    fn reattach(&mut self, job: &ExternalJob, log: &dyn LogSink) -> bool {
+        let (Some(cluster), Some(ids)) = (job.detail.get("cluster_id"), job.detail.get("step_ids")) else {
+            return false;
+        };
+        let ids: Vec<&str> = ids.split(',').filter(|s| !s.is_empty()).collect();
+        if ids.is_empty() {
+            return false;
+        }
+        log.line(&format!(
+            "reattached to EMR step{} {} on cluster {cluster}, added by an earlier attempt: polling {}, not adding the steps again",
+            if ids.len() == 1 { "" } else { "s" },
+            ids.join(", "),
+            if ids.len() == 1 { "it" } else { "them" }
+        ));
+        if *cluster != self.config.cluster_id {
+            log.line(&format!("(the settings now name cluster {}; the recorded steps run on {cluster})", self.config.cluster_id));
+        }
+        self.cluster = cluster.clone();
+        self.steps = ids.into_iter().map(|id| Tracked { id: id.to_string(), name: None, end: None }).collect();
+        true
+    }
+
+    /// CancelSteps for the steps that have not ended, logging what EMR answered for each.
+    async fn cancel(&mut self, _why: CancelReason, log: &dyn LogSink) -> Result<(), TaskError> {
+        let ids: Vec<String> = self.unfinished().into_iter().map(String::from).collect();
+        if ids.is_empty() {
             return Ok(());
         }
-        sleep(ctx, delay).await?;
+        let cluster = &self.cluster;
+        log.line(&format!("cancelling EMR step{} {} on cluster {cluster} (CancelSteps)", if ids.len() == 1 { "" } else { "s" }, ids.join(", ")));
+        let reply = self
+            .emr
+            .client
+            .cancel_steps()
+            .cluster_id(cluster)
+            .set_step_ids(Some(ids))
+            .step_cancellation_option(StepCancellationOption::SendInterrupt)
+            .send()
+            .await
+            .map_err(|e| self.emr.error(&e, &format!("EMR CancelSteps on cluster {cluster}")))?;
+        for info in reply.cancel_steps_info_list() {
+            let status = info.status().map(|s| s.as_str()).unwrap_or("?");
+            let reason = info.reason().filter(|r| !r.trim().is_empty()).map(|r| format!(": {}", trim_message(r))).unwrap_or_default();
+            log.line(&format!("CancelSteps: step {} {status}{reason}", info.step_id().unwrap_or("?")));
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> String {
+        let unfinished = self.unfinished();
+        let ids = if unfinished.is_empty() { self.steps.iter().map(|s| s.id.as_str()).collect() } else { unfinished };
+        format!("EMR step{} {} on cluster {}", if ids.len() == 1 { "" } else { "s" }, ids.join(", "), self.cluster)
+    }
+
+    fn by_hand(&self) -> String {
+        format!(
+            "the steps may still run: cancel them in the EMR console or with: aws emr cancel-steps --cluster-id {} --step-ids {}",
+            self.cluster,
+            self.unfinished().join(" ")
+        )
     }
 }
 
@@ -266,41 +308,6 @@ fn failure_message(cluster: &str, steps: &[Tracked]) -> Option<String> {
         lines.push(format!("{} {what}{detail}", s.label()));
     }
     Some(lines.join("\n"))
-}
-
-/// Cancels steps at EMR (CancelSteps), logging what EMR answered for each; never fails the
-/// caller, which is stopping anyway.
-pub async fn cancel_steps(emr: &Emr, cluster: &str, ids: &[String], ctx: &TaskContext) {
-    if ids.is_empty() {
-        return;
-    }
-    let list = ids.join(", ");
-    ctx.log.line(&format!("cancelling EMR step{} {list} on cluster {cluster} (CancelSteps)", if ids.len() == 1 { "" } else { "s" }));
-    let request = emr
-        .client
-        .cancel_steps()
-        .cluster_id(cluster)
-        .set_step_ids(Some(ids.to_vec()))
-        .step_cancellation_option(StepCancellationOption::SendInterrupt)
-        .send();
-    let by_hand = format!("cancel them in the EMR console or with: aws emr cancel-steps --cluster-id {cluster} --step-ids {}", ids.join(" "));
-    match tokio::time::timeout(CANCEL_DEADLINE, request).await {
-        Ok(Ok(reply)) => {
-            for info in reply.cancel_steps_info_list() {
-                let status = info.status().map(|s| s.as_str()).unwrap_or("?");
-                let reason = info.reason().filter(|r| !r.trim().is_empty()).map(|r| format!(": {}", trim_message(r))).unwrap_or_default();
-                ctx.log.line(&format!("CancelSteps: step {} {status}{reason}", info.step_id().unwrap_or("?")));
-            }
-        }
-        Ok(Err(e)) => {
-            let err = emr.error(&e, &format!("EMR CancelSteps on cluster {cluster}"));
-            ctx.log.line(&format!("{}; the steps may still run: {by_hand}", err.message));
-        }
-        Err(_) => ctx.log.line(&format!(
-            "EMR CancelSteps on cluster {cluster} did not answer within {}; the steps may still run: {by_hand}",
-            humantime::format_duration(CANCEL_DEADLINE)
-        )),
-    }
 }
 
 /// Arguments as a shell would read them back, for the log: quoted when they hold blanks or

@@ -20,6 +20,7 @@ use flowctl_engine::template::is_template;
 use serde::Deserialize;
 
 use super::steps::{build_steps, check_steps, Arg, FailureAction, StepSpec};
+use crate::aws::settings::aws_settings;
 
 /// The service role when none is set: the one `aws emr create-default-roles` creates.
 pub const DEFAULT_SERVICE_ROLE: &str = "EMR_DefaultRole";
@@ -28,66 +29,66 @@ pub const DEFAULT_JOB_FLOW_ROLE: &str = "EMR_EC2_DefaultRole";
 /// EMR's bounds on the idle time before auto-termination.
 const IDLE_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(7 * 24 * 3600));
 
-/// The settings of an `emr.create_cluster` task: RunJobFlow's request in snake_case, and how to
-/// wait for the cluster.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterSpec {
-    /// The cluster's name.
-    pub name: String,
-    /// The EMR release, e.g. `emr-7.2.0`.
-    pub release_label: String,
-    /// The instances: groups or fleets, network, keep-alive.
-    pub instances: Instances,
-    /// Applications to install, e.g. `[Hadoop, Hive, Spark, Sqoop]`.
-    #[serde(default)]
-    pub applications: Vec<String>,
-    /// Where EMR writes the cluster's and steps' logs, e.g. `s3://logs/emr/` (step failures name
-    /// their log file under it).
-    pub log_uri: Option<String>,
-    /// Scripts run on every node before applications start.
-    #[serde(default)]
-    pub bootstrap_actions: Vec<BootstrapAction>,
-    /// Application settings, e.g. classification `hive-site` or `spark-defaults`.
-    #[serde(default)]
-    pub configurations: Vec<ClusterConfiguration>,
-    /// The IAM role EMR acts with [default: EMR_DefaultRole].
-    pub service_role: Option<String>,
-    /// The instance profile of the cluster's EC2 instances [default: EMR_EC2_DefaultRole].
-    pub job_flow_role: Option<String>,
-    /// Tags on the cluster and its instances.
-    #[serde(default)]
-    pub tags: BTreeMap<String, Arg>,
-    /// Whether every IAM user of the account sees the cluster [default: true].
-    #[serde(default = "yes")]
-    pub visible_to_all_users: bool,
-    /// An EMR security configuration's name (encryption, Kerberos).
-    pub security_configuration: Option<String>,
-    /// How many steps may run at once, 1 to 256 [default: 1].
-    pub step_concurrency_level: Option<i32>,
-    /// Terminate the cluster after it has been idle this long, e.g. `1h` (60s to 7 days): a
-    /// safety net for a forgotten cluster.
-    pub auto_termination_idle_timeout: Option<String>,
-    /// The size of each instance's root volume, in GiB.
-    pub ebs_root_volume_size: Option<i32>,
-    /// A custom AMI for the instances.
-    pub custom_ami_id: Option<String>,
-    /// Steps to run once the cluster is up (a transient cluster with
-    /// `keep_job_flow_alive_when_no_steps: false` terminates after them). The task does not wait
-    /// for them: use `emr.add_steps` to wait for steps and get their ids.
-    #[serde(default)]
-    pub steps: Vec<StepSpec>,
-    // The operator's own settings, beside the request (serde's flatten does not work with
-    // deny_unknown_fields).
-    /// Terminate the cluster when it fails to become ready: the wait gives up on polling errors,
-    /// or the cluster ends up in a state other than WAITING or RUNNING [default: false].
-    #[serde(default)]
-    pub terminate_on_failure: bool,
-    /// How long to wait between two polls of the cluster, e.g. `30s` [default: 30s].
-    pub poll_interval: Option<String>,
-    /// The AWS connection [default: aws_default].
-    #[serde(default = "super::default_connection")]
-    pub connection: String,
+aws_settings! {
+    /// The settings of an `emr.create_cluster` task: RunJobFlow's request in snake_case, and how to
+    /// wait for the cluster.
+    #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct ClusterSpec {
+        /// The cluster's name.
+        pub name: String,
+        /// The EMR release, e.g. `emr-7.2.0`.
+        pub release_label: String,
+        /// The instances: groups or fleets, network, keep-alive.
+        pub instances: Instances,
+        /// Applications to install, e.g. `[Hadoop, Hive, Spark, Sqoop]`.
+        #[serde(default)]
+        pub applications: Vec<String>,
+        /// Where EMR writes the cluster's and steps' logs, e.g. `s3://logs/emr/` (step failures name
+        /// their log file under it).
+        pub log_uri: Option<String>,
+        /// Scripts run on every node before applications start.
+        #[serde(default)]
+        pub bootstrap_actions: Vec<BootstrapAction>,
+        /// Application settings, e.g. classification `hive-site` or `spark-defaults`.
+        #[serde(default)]
+        pub configurations: Vec<ClusterConfiguration>,
+        /// The IAM role EMR acts with [default: EMR_DefaultRole].
+        pub service_role: Option<String>,
+        /// The instance profile of the cluster's EC2 instances [default: EMR_EC2_DefaultRole].
+        pub job_flow_role: Option<String>,
+        /// Tags on the cluster and its instances.
+        #[serde(default)]
+        pub tags: BTreeMap<String, Arg>,
+        /// Whether every IAM user of the account sees the cluster [default: true].
+        #[serde(default = "yes")]
+        pub visible_to_all_users: bool,
+        /// An EMR security configuration's name (encryption, Kerberos).
+        pub security_configuration: Option<String>,
+        /// How many steps may run at once, 1 to 256 [default: 1].
+        pub step_concurrency_level: Option<i32>,
+        /// Terminate the cluster after it has been idle this long, e.g. `1h` (60s to 7 days): a
+        /// safety net for a forgotten cluster.
+        pub auto_termination_idle_timeout: Option<String>,
+        /// The size of each instance's root volume, in GiB.
+        pub ebs_root_volume_size: Option<i32>,
+        /// A custom AMI for the instances.
+        pub custom_ami_id: Option<String>,
+        /// Steps to run once the cluster is up (a transient cluster with
+        /// `keep_job_flow_alive_when_no_steps: false` terminates after them). The task does not wait
+        /// for them: use `emr.add_steps` to wait for steps and get their ids.
+        #[serde(default)]
+        pub steps: Vec<StepSpec>,
+        // The operator's own settings, beside the request (serde's flatten does not work with
+        // deny_unknown_fields).
+        /// Terminate the cluster when it fails to become ready: the wait gives up on polling errors,
+        /// or the cluster ends up in a state other than WAITING or RUNNING [default: false].
+        #[serde(default)]
+        pub terminate_on_failure: bool,
+        /// How long to wait between two polls of the cluster, e.g. `30s` [default: 30s].
+        pub poll_interval: Option<String>,
+        connection,
+    }
 }
 
 fn yes() -> bool {

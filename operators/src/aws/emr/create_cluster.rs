@@ -1,20 +1,24 @@
 //! `emr.create_cluster`: starts a cluster (RunJobFlow), records its id before waiting, and waits
 //! until it is ready for steps (WAITING, or RUNNING when it started with steps).
 //!
-//! A cluster that ends instead (TERMINATED_WITH_ERRORS after a bootstrap failure, say) fails the
-//! task with EMR's state change reason. A retry or a restarted server that finds the recorded id
-//! polls that cluster and never starts a second one. Cancelling the task (or its `timeout:`)
-//! terminates the cluster; a flowctl that stops leaves it starting for its next start.
+//! The cluster is a job of the AWS kit (`aws::job`). A cluster that ends instead
+//! (TERMINATED_WITH_ERRORS after a bootstrap failure, say) fails the task with EMR's state change
+//! reason. A retry or a restarted server that finds the recorded id polls that cluster and never
+//! starts a second one. Cancelling the task (or its `timeout:`) terminates the cluster, and so
+//! does a failed wait with `terminate_on_failure`; a flowctl that stops leaves it starting for its
+//! next start.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use flowctl_engine::operator::{ConfigError, ExternalJob, Operator, Outcome, Outputs, TaskContext, TaskError};
+use flowctl_engine::operator::{ConfigError, ExternalJob, LogSink, Operator, Outcome, Outputs, TaskContext, TaskError};
 use serde_json::Value;
 
 use super::cluster::ClusterSpec;
-use super::poll::{guard, sleep, Interrupted, States, Stop, Tolerance};
-use super::{aws_connection, check_interval, describe_cluster, poll_interval, terminate_on_the_way_out, ClusterView, Emr, CLUSTER_JOB};
+use super::{describe_cluster, poll_interval, terminate, Emr, CLUSTER_JOB, MAX_POLL_BACKOFF};
+use crate::aws::job::{self, CancelReason, Describe, Job, Progress, Watch};
+use crate::aws::settings::{aws_connection, check_optional_duration};
 
 /// The settings of an `emr.create_cluster` task.
 pub type CreateClusterConfig = ClusterSpec;
@@ -29,10 +33,7 @@ impl Operator for CreateCluster {
 
     fn check(config: &CreateClusterConfig) -> Result<(), ConfigError> {
         config.check()?;
-        if let Some(interval) = &config.poll_interval {
-            check_interval("poll_interval", interval)?;
-        }
-        Ok(())
+        check_optional_duration("poll_interval", config.poll_interval.as_deref())
     }
 
     async fn execute(&self, config: CreateClusterConfig, ctx: TaskContext) -> Result<Outcome, TaskError> {
@@ -42,120 +43,123 @@ impl Operator for CreateCluster {
     }
 }
 
-/// How the wait for the cluster ended, when it was not interrupted.
-enum Ready {
-    /// WAITING or RUNNING (or done with its steps, for a transient cluster).
-    Up(ClusterView),
-    /// Terminating or terminated before it was ready.
-    Ended(ClusterView),
-}
-
 /// Starts the cluster (or reattaches to the recorded one) and waits until it is ready: the
 /// operator's work, with the EMR client given so tests can script its replies.
 pub async fn run(emr: &Emr, config: CreateClusterConfig, ctx: &TaskContext) -> Result<Outcome, TaskError> {
     let interval = poll_interval(config.poll_interval.as_deref())?;
-    let cluster = match ctx.external_job.as_ref().filter(|job| job.kind == CLUSTER_JOB) {
-        Some(job) => {
-            ctx.log.line(&format!(
-                "reattached to EMR cluster {}, started by an earlier attempt: polling it, not starting another",
-                job.id
-            ));
-            job.id.clone()
-        }
-        None => start(emr, &config, ctx).await?,
-    };
-    match wait(emr, &cluster, interval, ctx).await {
-        Ok(Ready::Up(view)) => {
-            ctx.external_jobs.clear().await?;
-            let mut outputs = Outputs::new();
-            outputs.insert("cluster_id".into(), Value::String(cluster));
-            outputs.insert("state".into(), Value::String(view.state.clone()));
-            if let Some(dns) = view.master_public_dns {
-                outputs.insert("master_public_dns".into(), Value::String(dns));
+    let mut cluster = Cluster { emr, config: &config, id: String::new(), arn: None };
+    let outputs = job::drive(&mut cluster, ctx, interval).await?;
+    Ok(Outcome::Success { outputs })
+}
+
+/// The cluster a task starts and waits for.
+struct Cluster<'a> {
+    emr: &'a Emr,
+    config: &'a CreateClusterConfig,
+    id: String,
+    arn: Option<String>,
+}
+
+#[async_trait]
+impl Describe for Cluster<'_> {
+    type Output = Outputs;
+    const MAX_BACKOFF: Duration = MAX_POLL_BACKOFF;
+
+    /// DescribeCluster: ready when WAITING or RUNNING (or, for a transient cluster, done with its
+    /// steps); failed when it ends before.
+    async fn describe(&mut self, watch: &mut Watch<'_>) -> Result<Progress<Outputs>, TaskError> {
+        let cluster = &self.id;
+        let view = describe_cluster(self.emr, cluster).await?;
+        watch.state(&format!("cluster {cluster}"), &view.state);
+        let up = match view.state.as_str() {
+            "WAITING" | "RUNNING" => true,
+            // A transient cluster that ran its steps between two polls did its work.
+            _ if view.is_ending() && view.reason_code.as_deref() == Some("ALL_STEPS_COMPLETED") => {
+                watch.line(&format!("cluster {cluster} ran all its steps and is ending: {}", view.describe()));
+                true
             }
-            if let Some(arn) = view.arn {
-                outputs.insert("cluster_arn".into(), Value::String(arn));
-            }
-            Ok(Outcome::Success { outputs })
-        }
-        Ok(Ready::Ended(view)) => {
+            _ if view.is_ending() => false,
+            _ => return Ok(Progress::Running),
+        };
+        if !up {
             // EMR is terminating it already; a retry starts a new one.
-            ctx.external_jobs.clear().await?;
             let message = format!("EMR cluster {cluster} did not start: {}", view.describe());
             // A request EMR rejects (an instance type it does not offer, a missing role) fails
             // the same way every time.
-            if view.reason_code.as_deref() == Some("VALIDATION_ERROR") {
-                Err(TaskError::fatal(message))
-            } else {
-                Err(TaskError::retryable(message))
-            }
+            let err = if view.reason_code.as_deref() == Some("VALIDATION_ERROR") { TaskError::fatal(message) } else { TaskError::retryable(message) };
+            return Ok(Progress::Ended(Err(err)));
         }
-        Err(Stop::Interrupted(Interrupted::Shutdown)) => {
-            ctx.log.line(&format!("flowctl is stopping: leaving EMR cluster {cluster} starting; the next start reattaches"));
-            Err(TaskError::cancelled())
+        let mut outputs = Outputs::new();
+        outputs.insert("cluster_id".into(), Value::String(cluster.clone()));
+        outputs.insert("state".into(), Value::String(view.state.clone()));
+        if let Some(dns) = view.master_public_dns {
+            outputs.insert("master_public_dns".into(), Value::String(dns));
         }
-        Err(Stop::Interrupted(Interrupted::Cancelled)) => {
-            terminate_on_the_way_out(emr, &cluster, "the task was cancelled while the cluster started", ctx).await;
-            ctx.external_jobs.clear().await?;
-            Err(TaskError::cancelled())
+        if let Some(arn) = view.arn {
+            outputs.insert("cluster_arn".into(), Value::String(arn));
         }
-        Err(Stop::Error(e)) => {
-            if config.terminate_on_failure {
-                terminate_on_the_way_out(emr, &cluster, "terminate_on_failure, and the wait for it failed", ctx).await;
-                ctx.external_jobs.clear().await?;
-            }
-            Err(e)
-        }
+        Ok(Progress::Ended(Ok(outputs)))
     }
 }
 
-/// RunJobFlow, then the record of the cluster's id.
-async fn start(emr: &Emr, config: &CreateClusterConfig, ctx: &TaskContext) -> Result<String, TaskError> {
-    let request = config.apply(emr.client.run_job_flow(), &ctx.task_id).map_err(TaskError::fatal)?;
-    let reply = request.send().await.map_err(|e| emr.error(&e, &format!("EMR RunJobFlow for cluster \"{}\"", config.name)))?;
-    let Some(cluster) = reply.job_flow_id().map(String::from) else {
-        return Err(TaskError::retryable(format!("EMR RunJobFlow for cluster \"{}\" answered without the cluster's id", config.name)));
-    };
-    let mut detail = BTreeMap::from([("name".to_string(), config.name.clone())]);
-    if let Some(arn) = reply.cluster_arn() {
-        detail.insert("cluster_arn".into(), arn.to_string());
-    }
-    if let Err(e) = ctx.external_jobs.record(ExternalJob { kind: CLUSTER_JOB.to_string(), id: cluster.clone(), detail }).await {
-        // A retry would start a second cluster beside this unrecorded one.
-        terminate_on_the_way_out(emr, &cluster, "its id cannot be recorded, and a retry would start another", ctx).await;
-        return Err(e);
-    }
-    ctx.log.line(&format!(
-        "started EMR cluster {cluster} (\"{}\", {}) and recorded its id; waiting until it is WAITING or RUNNING",
-        config.name, config.release_label
-    ));
-    Ok(cluster)
-}
+#[async_trait]
+impl Job for Cluster<'_> {
+    const KIND: &'static str = CLUSTER_JOB;
 
-/// Polls DescribeCluster until the cluster is ready or ending.
-async fn wait(emr: &Emr, cluster: &str, interval: std::time::Duration, ctx: &TaskContext) -> Result<Ready, Stop> {
-    let mut states = States::default();
-    let mut tolerance = Tolerance::new(interval);
-    loop {
-        let delay = match guard(ctx, describe_cluster(emr, cluster)).await? {
-            Ok(view) => {
-                tolerance.succeeded();
-                if let Some(change) = states.note(cluster, &view.state) {
-                    ctx.log.line(&format!("cluster {cluster}: {change}"));
-                }
-                match view.state.as_str() {
-                    "WAITING" | "RUNNING" => return Ok(Ready::Up(view)),
-                    // A transient cluster that ran its steps between two polls did its work.
-                    _ if view.is_ending() && view.reason_code.as_deref() == Some("ALL_STEPS_COMPLETED") => {
-                        ctx.log.line(&format!("cluster {cluster} ran all its steps and is ending: {}", view.describe()));
-                        return Ok(Ready::Up(view));
-                    }
-                    _ if view.is_ending() => return Ok(Ready::Ended(view)),
-                    _ => interval,
-                }
-            }
-            Err(e) => tolerance.failed(e, ctx.log.as_ref()).map_err(Stop::Error)?,
+    /// RunJobFlow.
+    async fn submit(&mut self, ctx: &TaskContext) -> Result<Vec<String>, TaskError> {
+        let config = self.config;
+        let request = config.apply(self.emr.client.run_job_flow(), &ctx.task_id).map_err(TaskError::fatal)?;
+        let reply = request.send().await.map_err(|e| self.emr.error(&e, &format!("EMR RunJobFlow for cluster \"{}\"", config.name)))?;
+        let Some(id) = reply.job_flow_id().map(String::from) else {
+            return Err(TaskError::retryable(format!("EMR RunJobFlow for cluster \"{}\" answered without the cluster's id", config.name)));
         };
-        sleep(ctx, delay).await?;
+        self.arn = reply.cluster_arn().map(String::from);
+        self.id = id;
+        Ok(vec![format!(
+            "started EMR cluster {} (\"{}\", {}) and recorded its id; waiting until it is WAITING or RUNNING",
+            self.id, config.name, config.release_label
+        )])
+    }
+
+    fn record(&self) -> ExternalJob {
+        let mut detail = BTreeMap::from([("name".to_string(), self.config.name.clone())]);
+        if let Some(arn) = &self.arn {
+            detail.insert("cluster_arn".into(), arn.clone());
+        }
+        ExternalJob { kind: CLUSTER_JOB.to_string(), id: self.id.clone(), detail }
+    }
+
+    fn reattach(&mut self, job: &ExternalJob, log: &dyn LogSink) -> bool {
+        log.line(&format!("reattached to EMR cluster {}, started by an earlier attempt: polling it, not starting another", job.id));
+        self.id = job.id.clone();
+        true
+    }
+
+    /// TerminateJobFlows, saying why in the log.
+    async fn cancel(&mut self, why: CancelReason, log: &dyn LogSink) -> Result<(), TaskError> {
+        let why = match why {
+            CancelReason::Cancelled => "the task was cancelled while the cluster started",
+            CancelReason::Unrecorded => "its id cannot be recorded, and a retry would start another",
+            CancelReason::WaitFailed => "terminate_on_failure, and the wait for it failed",
+            CancelReason::Stopped => "flowctl stopped waiting for it",
+        };
+        let cluster = &self.id;
+        log.line(&format!("terminating EMR cluster {cluster} ({why}): TerminateJobFlows"));
+        terminate(self.emr, cluster).await?;
+        log.line(&format!("EMR accepted the termination of cluster {cluster}"));
+        Ok(())
+    }
+
+    fn name(&self) -> String {
+        format!("EMR cluster {}", self.id)
+    }
+
+    fn by_hand(&self) -> String {
+        format!("the cluster may still run: terminate it in the EMR console or with: aws emr terminate-clusters --cluster-ids {}", self.id)
+    }
+
+    fn cancel_if_wait_fails(&self) -> bool {
+        self.config.terminate_on_failure
     }
 }

@@ -1,22 +1,19 @@
 //! EMR operators (`emr.create_cluster`, `emr.add_steps`, `emr.terminate_cluster`): clusters and
 //! steps that a task submits, waits for, reports on and reattaches to.
 //!
-//! EMR work runs for minutes to hours outside flowctl, so every operator here follows the same
-//! pattern: submit, record the ids through the engine's external-job hook *before* waiting, poll
-//! until the work ends, and clear the record. A retry or a restarted server that finds the record
-//! polls the recorded ids instead of submitting again. Cancelling the task (`flowctl cancel`, a
-//! `timeout:`) cancels the work at the service (CancelSteps, TerminateJobFlows); a flowctl that
-//! stops leaves it running for the next start to reattach to.
+//! EMR work runs for minutes to hours outside flowctl, so the steps of `emr.add_steps` and the
+//! cluster of `emr.create_cluster` are jobs of the AWS kit (`aws::job`): the kit records their ids
+//! before waiting, reattaches to them after a retry or a restart, polls them, cancels them at EMR
+//! when the task is cancelled (CancelSteps, TerminateJobFlows) and leaves them running when
+//! flowctl stops. `emr.terminate_cluster` records nothing (a termination is idempotent) and waits
+//! with the kit's poll loop.
 //!
 //! - `steps.rs`: the step types (`hive`, `spark`, `sqoop`, `jar`) and the `command-runner.jar`
 //!   arguments each one builds, checked at compile time;
-//! - `poll.rs`: the polling loop's pieces: sleeping unless cancelled, tolerating throttling and
-//!   transient errors with backoff, logging each state change once;
 //! - `cluster.rs`: the RunJobFlow request as YAML, mapped onto the SDK's builders;
 //! - one file per operator.
 
 pub mod steps;
-pub mod poll;
 pub mod cluster;
 pub mod create_cluster;
 pub mod add_steps;
@@ -29,8 +26,8 @@ use std::time::Duration;
 use aws_sdk_emr::error::SdkError;
 use aws_sdk_emr::config::http::HttpResponse;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use flowctl_engine::connections::{AwsConnection, AWS_DEFAULT};
-use flowctl_engine::operator::{ConfigError, TaskContext, TaskError};
+use flowctl_engine::connections::AwsConnection;
+use flowctl_engine::operator::{ConfigError, TaskError};
 use flowctl_engine::template::is_template;
 use flowctl_engine::Registry;
 
@@ -51,10 +48,9 @@ pub const CLUSTER_JOB: &str = "emr_cluster";
 /// The time between two polls when `poll_interval` is not set: EMR clusters take minutes to
 /// start and steps minutes to hours, and DescribeStep/DescribeCluster are throttled per account.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
-/// How long cancelling at the service may take (CancelSteps, TerminateJobFlows) before the
-/// operator gives up and says so: the engine waits for the operator to stop, and a user waits
-/// for `flowctl cancel`.
-pub const CANCEL_DEADLINE: Duration = Duration::from_secs(60);
+/// The longest wait between two polls after failed ones: DescribeStep and DescribeCluster are
+/// throttled per account, and a cluster takes minutes anyway.
+pub const MAX_POLL_BACKOFF: Duration = Duration::from_secs(300);
 
 /// An EMR client and the connection it came from (for error messages).
 #[derive(Clone, Debug)]
@@ -86,40 +82,9 @@ impl Emr {
     }
 }
 
-/// The connection AWS operators use when `connection:` is not set.
-pub fn default_connection() -> String {
-    AWS_DEFAULT.to_string()
-}
-
-/// The AWS connection a task names, or an error saying how to define it.
-pub fn aws_connection(ctx: &TaskContext, name: &str) -> Result<AwsConnection, TaskError> {
-    ctx.connections.aws(name).map_err(|e| TaskError::fatal(e.0))
-}
-
-/// Parses a `poll_interval`-like setting (`30s`, `5m`), which must be above zero.
-pub fn parse_interval(path: &str, text: &str) -> Result<Duration, String> {
-    let parsed = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{path}: invalid duration \"{text}\": {e}; write e.g. 30s, 5m or 1h"))?;
-    if parsed.is_zero() {
-        return Err(format!("{path}: must be longer than zero"));
-    }
-    Ok(parsed)
-}
-
-/// Checks a duration setting at compile time (a template is checked once rendered).
-pub fn check_interval(path: &str, text: &str) -> Result<(), ConfigError> {
-    if is_template(text) {
-        return Ok(());
-    }
-    parse_interval(path, text).map(drop).map_err(|e| ConfigError::new(path, e.trim_start_matches(&format!("{path}: ")).to_string()))
-}
-
 /// The poll interval of a task: its setting, or [`DEFAULT_POLL_INTERVAL`].
 pub fn poll_interval(setting: Option<&str>) -> Result<Duration, TaskError> {
-    match setting {
-        Some(text) => parse_interval("poll_interval", text).map_err(TaskError::fatal),
-        None => Ok(DEFAULT_POLL_INTERVAL),
-    }
+    crate::aws::settings::poll_interval(setting, DEFAULT_POLL_INTERVAL)
 }
 
 /// Checks a cluster id setting: `j-` and letters and digits, unless it is a template.
@@ -218,21 +183,4 @@ pub async fn terminate(emr: &Emr, cluster: &str) -> Result<(), TaskError> {
         .await
         .map(drop)
         .map_err(|e| emr.error(&e, &format!("EMR TerminateJobFlows for cluster {cluster}")))
-}
-
-/// Terminates a cluster on the way out of a failed or cancelled attempt, logging what happened;
-/// never fails the caller, which is failing already.
-pub async fn terminate_on_the_way_out(emr: &Emr, cluster: &str, why: &str, ctx: &TaskContext) {
-    ctx.log.line(&format!("terminating EMR cluster {cluster} ({why}): TerminateJobFlows"));
-    match tokio::time::timeout(CANCEL_DEADLINE, terminate(emr, cluster)).await {
-        Ok(Ok(())) => ctx.log.line(&format!("EMR accepted the termination of cluster {cluster}")),
-        Ok(Err(e)) => ctx.log.line(&format!(
-            "{}; the cluster may still run: terminate it in the EMR console or with: aws emr terminate-clusters --cluster-ids {cluster}",
-            e.message
-        )),
-        Err(_) => ctx.log.line(&format!(
-            "EMR TerminateJobFlows for cluster {cluster} did not answer within {}; the cluster may still run: terminate it in the EMR console or with: aws emr terminate-clusters --cluster-ids {cluster}",
-            humantime::format_duration(CANCEL_DEADLINE)
-        )),
-    }
 }

@@ -2,30 +2,34 @@
 //! waits until it is TERMINATED.
 //!
 //! Terminating is idempotent at EMR, so a retry or a restart simply asks again; nothing is
-//! recorded. A cancelled wait stops waiting: the termination, once asked for, goes on.
+//! recorded, and the wait is the AWS kit's poll loop alone (`aws::job::poll`). A cancelled wait
+//! stops waiting: the termination, once asked for, goes on.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use flowctl_engine::operator::{ConfigError, Operator, Outcome, Outputs, TaskContext, TaskError};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::poll::{guard, sleep, Interrupted, States, Tolerance};
-use super::{aws_connection, check_cluster_id, check_interval, default_connection, describe_cluster, poll_interval, terminate, valid_cluster_id, Emr};
+use super::{check_cluster_id, describe_cluster, poll_interval, terminate, valid_cluster_id, Emr, MAX_POLL_BACKOFF};
+use crate::aws::job::{self, Describe, Progress, Stopped, Watch};
+use crate::aws::settings::{aws_connection, aws_settings, check_optional_duration};
 
-/// The settings of an `emr.terminate_cluster` task.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TerminateClusterConfig {
-    /// The cluster to terminate, usually `"{{ tasks.<create task>.outputs.cluster_id }}"`.
-    pub cluster_id: String,
-    /// Wait until the cluster is TERMINATED (or TERMINATED_WITH_ERRORS) [default: true].
-    #[serde(default = "yes")]
-    pub wait: bool,
-    /// How long to wait between two polls of the cluster, e.g. `30s` [default: 30s].
-    pub poll_interval: Option<String>,
-    /// The AWS connection [default: aws_default].
-    #[serde(default = "default_connection")]
-    pub connection: String,
+aws_settings! {
+    /// The settings of an `emr.terminate_cluster` task.
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct TerminateClusterConfig {
+        /// The cluster to terminate, usually `"{{ tasks.<create task>.outputs.cluster_id }}"`.
+        pub cluster_id: String,
+        /// Wait until the cluster is TERMINATED (or TERMINATED_WITH_ERRORS) [default: true].
+        #[serde(default = "yes")]
+        pub wait: bool,
+        /// How long to wait between two polls of the cluster, e.g. `30s` [default: 30s].
+        pub poll_interval: Option<String>,
+        connection,
+    }
 }
 
 fn yes() -> bool {
@@ -42,10 +46,7 @@ impl Operator for TerminateCluster {
 
     fn check(config: &TerminateClusterConfig) -> Result<(), ConfigError> {
         check_cluster_id("cluster_id", &config.cluster_id)?;
-        if let Some(interval) = &config.poll_interval {
-            check_interval("poll_interval", interval)?;
-        }
-        Ok(())
+        check_optional_duration("poll_interval", config.poll_interval.as_deref())
     }
 
     async fn execute(&self, config: TerminateClusterConfig, ctx: TaskContext) -> Result<Outcome, TaskError> {
@@ -68,32 +69,43 @@ pub async fn run(emr: &Emr, config: TerminateClusterConfig, ctx: &TaskContext) -
     if !config.wait {
         return Ok(Outcome::Success { outputs });
     }
-    let mut states = States::default();
-    let mut tolerance = Tolerance::new(interval);
-    let stopped = |i: Interrupted| {
-        if i == Interrupted::Cancelled {
-            ctx.log.line(&format!("stopped waiting; EMR goes on terminating cluster {cluster}"));
+    match job::poll(&mut Termination { emr, cluster: &cluster }, ctx, interval).await {
+        Ok(ended) => {
+            outputs.insert("state".into(), Value::String(ended?));
+            Ok(Outcome::Success { outputs })
         }
-        TaskError::cancelled()
-    };
-    loop {
-        let delay = match guard(ctx, describe_cluster(emr, &cluster)).await.map_err(stopped)? {
-            Ok(view) => {
-                tolerance.succeeded();
-                if let Some(change) = states.note(&cluster, &view.state) {
-                    ctx.log.line(&format!("cluster {cluster}: {change}"));
-                }
-                if view.state == "TERMINATED" || view.state == "TERMINATED_WITH_ERRORS" {
-                    if !view.reason.is_empty() || view.reason_code.is_some() {
-                        ctx.log.line(&format!("cluster {cluster} ended: {}", view.describe()));
-                    }
-                    outputs.insert("state".into(), Value::String(view.state));
-                    return Ok(Outcome::Success { outputs });
-                }
-                interval
+        Err(Stopped::Interrupted) => {
+            if !ctx.shutdown.is_cancelled() {
+                ctx.log.line(&format!("stopped waiting; EMR goes on terminating cluster {cluster}"));
             }
-            Err(e) => tolerance.failed(e, ctx.log.as_ref())?,
-        };
-        sleep(ctx, delay).await.map_err(stopped)?;
+            Err(TaskError::cancelled())
+        }
+        Err(Stopped::Failed(err) | Stopped::Stop(err)) => Err(err),
+    }
+}
+
+/// A cluster being terminated, polled until it is.
+struct Termination<'a> {
+    emr: &'a Emr,
+    cluster: &'a str,
+}
+
+#[async_trait]
+impl Describe for Termination<'_> {
+    /// The state it ended in.
+    type Output = String;
+    const MAX_BACKOFF: Duration = MAX_POLL_BACKOFF;
+
+    async fn describe(&mut self, watch: &mut Watch<'_>) -> Result<Progress<String>, TaskError> {
+        let cluster = self.cluster;
+        let view = describe_cluster(self.emr, cluster).await?;
+        watch.state(&format!("cluster {cluster}"), &view.state);
+        if view.state != "TERMINATED" && view.state != "TERMINATED_WITH_ERRORS" {
+            return Ok(Progress::Running);
+        }
+        if !view.reason.is_empty() || view.reason_code.is_some() {
+            watch.line(&format!("cluster {cluster} ended: {}", view.describe()));
+        }
+        Ok(Progress::Ended(Ok(view.state)))
     }
 }

@@ -3,9 +3,6 @@
 //! operators send goes through the real SDK (serialization, error parsing), and the rules' request
 //! matchers check what was sent. Time is paused, so 30-second poll intervals cost nothing.
 
-use std::sync::{Arc, Mutex};
-
-use async_trait::async_trait;
 use aws_sdk_emr::operation::add_job_flow_steps::AddJobFlowStepsOutput;
 use aws_sdk_emr::operation::cancel_steps::CancelStepsOutput;
 use aws_sdk_emr::operation::describe_cluster::DescribeClusterOutput;
@@ -20,78 +17,22 @@ use aws_sdk_emr::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use aws_smithy_types::retry::RetryConfig;
 use flowctl_engine::connections::AwsConnection;
-use flowctl_engine::operator::{ErrorKind, ExternalJob, ExternalJobStore, MemoryLog, NoHistory, Outcome, TaskContext, TaskError};
+use flowctl_engine::operator::{ErrorKind, ExternalJob, Outcome, TaskContext, TaskError};
+use flowctl_engine::testing::TestTask;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use super::add_steps::{self, AddStepsConfig};
 use super::create_cluster::{self, CreateClusterConfig};
 use super::terminate_cluster::{self, TerminateClusterConfig};
 use super::{Emr, CLUSTER_JOB, STEPS_JOB};
 
-/// The external-job hook in memory: what was recorded and cleared, in order.
-#[derive(Default)]
-struct Jobs {
-    events: Mutex<Vec<String>>,
-    current: Mutex<Option<ExternalJob>>,
-}
-
-impl Jobs {
-    fn events(&self) -> Vec<String> {
-        self.events.lock().unwrap().clone()
+/// The first attempt of task `transform` of DAG `loans`, or a later one that finds `recorded`.
+fn task(recorded: Option<ExternalJob>) -> TestTask {
+    let builder = TaskContext::test_builder().dag_id("loans").task_id("transform");
+    match recorded {
+        Some(job) => builder.try_number(2).recorded(job).build(),
+        None => builder.build(),
     }
-
-    fn current(&self) -> Option<ExternalJob> {
-        self.current.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl ExternalJobStore for Jobs {
-    async fn record(&self, job: ExternalJob) -> Result<(), TaskError> {
-        self.events.lock().unwrap().push(format!("record {} {} {:?}", job.kind, job.id, job.detail));
-        *self.current.lock().unwrap() = Some(job);
-        Ok(())
-    }
-
-    async fn clear(&self) -> Result<(), TaskError> {
-        self.events.lock().unwrap().push("clear".into());
-        *self.current.lock().unwrap() = None;
-        Ok(())
-    }
-}
-
-struct Fixture {
-    ctx: TaskContext,
-    log: Arc<MemoryLog>,
-    jobs: Arc<Jobs>,
-}
-
-fn fixture(recorded: Option<ExternalJob>) -> Fixture {
-    let log = Arc::new(MemoryLog::default());
-    let jobs = Arc::new(Jobs::default());
-    *jobs.current.lock().unwrap() = recorded.clone();
-    let ctx = TaskContext {
-        dag_id: "loans".into(),
-        run_id: "manual__2024-03-01T00:00:00Z".into(),
-        task_id: "transform".into(),
-        try_number: 1,
-        max_tries: 3,
-        logical_date: Default::default(),
-        log: log.clone(),
-        cancel: CancellationToken::new(),
-        external_job: recorded,
-        external_jobs: jobs.clone(),
-        secrets: Arc::new(Vec::new()),
-        work_dir: std::env::temp_dir(),
-        attempt_id: "loans/manual__2024-03-01T00:00:00Z/transform/1".into(),
-        die_with_flowctl: false,
-        connections: Arc::new(Default::default()),
-        history: Arc::new(NoHistory),
-        slot: Default::default(),
-        shutdown: CancellationToken::new(),
-    };
-    Fixture { ctx, log, jobs }
 }
 
 /// A client answering from `rules`, with the SDK's own retries off so every scripted reply
@@ -119,7 +60,7 @@ fn outputs(outcome: Outcome) -> serde_json::Value {
 
 #[tokio::test(start_paused = true)]
 async fn steps_are_recorded_before_the_wait_which_follows_pending_running_completed() {
-    let f = fixture(None);
+    let f = task(None);
     let jobs = f.jobs.clone();
     let add = mock!(Client::add_job_flow_steps)
         .match_requests(|r| {
@@ -168,7 +109,7 @@ async fn steps_are_recorded_before_the_wait_which_follows_pending_running_comple
     assert_eq!(outputs(outcome), json!({"cluster_id": "j-1ABC", "step_ids": ["s-1", "s-2"]}));
     assert_eq!(add.num_calls(), 1);
     assert_eq!(
-        f.jobs.events(),
+        f.journal(),
         [r#"record emr_steps s-1,s-2 {"cluster_id": "j-1ABC", "step_ids": "s-1,s-2"}"#, "clear"],
         "recorded once, cleared once the steps ended"
     );
@@ -191,7 +132,7 @@ async fn steps_are_recorded_before_the_wait_which_follows_pending_running_comple
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_step_fails_the_task_with_emr_failure_details_and_a_retry_adds_the_steps_anew() {
-    let f = fixture(None);
+    let f = task(None);
     let add = mock!(Client::add_job_flow_steps).then_output(|| AddJobFlowStepsOutput::builder().step_ids("s-1").step_ids("s-2").build());
     let failed = || {
         let details = FailureDetails::builder()
@@ -226,13 +167,13 @@ async fn a_failed_step_fails_the_task_with_emr_failure_details_and_a_retry_adds_
         err.message,
         "EMR step \"load\" (s-1) on cluster j-1ABC failed: Unknown Error: Exception in thread \"main\" java.lang.RuntimeException: Local file does not exist; log file: s3://logs/emr/j-1ABC/steps/s-1/stderr.gz\nstep \"report\" (s-2) was cancelled"
     );
-    assert_eq!(f.jobs.events().last().map(String::as_str), Some("clear"), "the steps ended: a retry must add them anew, not reattach");
+    assert_eq!(f.journal().last().map(String::as_str), Some("clear"), "the steps ended: a retry must add them anew, not reattach");
     assert!(f.log.lines().contains(&"step \"load\" (s-1): RUNNING -> FAILED".to_string()), "{:#?}", f.log.lines());
 }
 
 #[tokio::test(start_paused = true)]
 async fn throttling_during_the_poll_is_waited_out() {
-    let f = fixture(None);
+    let f = task(None);
     let add = mock!(Client::add_job_flow_steps).then_output(|| AddJobFlowStepsOutput::builder().step_ids("s-1").build());
     let describe = mock!(Client::describe_step)
         .sequence()
@@ -260,7 +201,7 @@ async fn throttling_during_the_poll_is_waited_out() {
 
 #[tokio::test(start_paused = true)]
 async fn a_poll_that_keeps_failing_gives_up_and_keeps_the_record_for_the_retry() {
-    let f = fixture(None);
+    let f = task(None);
     let add = mock!(Client::add_job_flow_steps).then_output(|| AddJobFlowStepsOutput::builder().step_ids("s-1").build());
     let describe = mock!(Client::describe_step).sequence().http_status(400, throttled()).repeatedly().build();
     let emr = emr(&[&add, &describe]);
@@ -270,7 +211,7 @@ async fn a_poll_that_keeps_failing_gives_up_and_keeps_the_record_for_the_retry()
     assert!(err.message.ends_with("(10 polls in a row failed; a retry reattaches)"), "{}", err.message);
     assert_eq!(describe.num_calls(), 10);
     assert!(f.jobs.current().is_some(), "the steps may still run: the record stays for the retry");
-    assert!(!f.jobs.events().contains(&"clear".to_string()));
+    assert!(!f.journal().contains(&"clear".to_string()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -280,7 +221,7 @@ async fn a_reattached_attempt_polls_the_recorded_steps_and_never_adds_them_again
         id: "s-1,s-2".into(),
         detail: [("cluster_id".to_string(), "j-1ABC".to_string()), ("step_ids".to_string(), "s-1,s-2".to_string())].into(),
     };
-    let f = fixture(Some(recorded));
+    let f = task(Some(recorded));
     let add = mock!(Client::add_job_flow_steps).then_output(|| AddJobFlowStepsOutput::builder().step_ids("s-9").build());
     let first = mock!(Client::describe_step)
         .match_requests(|r| r.step_id() == Some("s-1") && r.cluster_id() == Some("j-1ABC"))
@@ -303,12 +244,12 @@ async fn a_reattached_attempt_polls_the_recorded_steps_and_never_adds_them_again
     let lines = f.log.lines();
     assert_eq!(lines[0], "reattached to EMR steps s-1, s-2 on cluster j-1ABC, added by an earlier attempt: polling them, not adding the steps again");
     assert_eq!(lines[1], "(the settings now name cluster j-2DEF; the recorded steps run on j-1ABC)");
-    assert_eq!(f.jobs.events(), ["clear"]);
+    assert_eq!(f.journal(), ["clear"]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_the_task_cancels_the_steps_that_have_not_ended() {
-    let f = fixture(None);
+    let f = task(None);
     let cancel = f.ctx.cancel.clone();
     let add = mock!(Client::add_job_flow_steps).then_output(|| AddJobFlowStepsOutput::builder().step_ids("s-1").step_ids("s-2").build());
     let first = mock!(Client::describe_step)
@@ -344,12 +285,12 @@ async fn cancelling_the_task_cancels_the_steps_that_have_not_ended() {
     let lines = f.log.lines();
     assert!(lines.contains(&"cancelling EMR step s-2 on cluster j-1ABC (CancelSteps)".to_string()), "{lines:#?}");
     assert!(lines.contains(&"CancelSteps: step s-2 SUBMITTED".to_string()), "{lines:#?}");
-    assert_eq!(f.jobs.events().last().map(String::as_str), Some("clear"));
+    assert_eq!(f.journal().last().map(String::as_str), Some("clear"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_stopping_flowctl_leaves_the_steps_running_and_recorded() {
-    let f = fixture(None);
+    let f = task(None);
     let (cancel, shutdown) = (f.ctx.cancel.clone(), f.ctx.shutdown.clone());
     let add = mock!(Client::add_job_flow_steps).then_output(|| AddJobFlowStepsOutput::builder().step_ids("s-1").build());
     let describe = mock!(Client::describe_step)
@@ -363,10 +304,60 @@ async fn a_stopping_flowctl_leaves_the_steps_running_and_recorded() {
     let emr = emr(&[&add, &describe, &cancel_steps]);
     let config = add_steps_config(json!({"cluster_id": "j-1ABC", "steps": [{"hive": {"query": "SELECT 1"}}]}));
     let err = add_steps::run(&emr, config, &f.ctx).await.unwrap_err();
-    assert_eq!(err, TaskError::cancelled());
+    assert_eq!(err, TaskError::retryable("flowctl stopped while EMR step s-1 on cluster j-1ABC ran; the next start reattaches to it"));
     assert_eq!(cancel_steps.num_calls(), 0, "a stopping flowctl must not cancel the steps");
     assert!(f.jobs.current().is_some(), "the record stays for the next start");
-    assert_eq!(f.log.lines().last().unwrap(), "flowctl is stopping: leaving s-1 running on cluster j-1ABC; the next start reattaches");
+    assert_eq!(f.journal().len(), 1, "recorded, never cleared: {:?}", f.journal());
+    assert_eq!(f.log.lines().last().unwrap(), "flowctl is stopping: leaving EMR step s-1 on cluster j-1ABC running; the next start reattaches");
+}
+
+#[tokio::test(start_paused = true)]
+async fn steps_whose_ids_cannot_be_recorded_are_cancelled_so_a_retry_does_not_run_them_twice() {
+    let f = task(None);
+    f.jobs.refuse_records("cannot write the store: disk full");
+    let add = mock!(Client::add_job_flow_steps).then_output(|| AddJobFlowStepsOutput::builder().step_ids("s-1").step_ids("s-2").build());
+    let describe = mock!(Client::describe_step).then_output(|| step("s-1", "load", StepState::Running));
+    let cancel_steps = mock!(Client::cancel_steps)
+        .match_requests(|r| r.cluster_id() == Some("j-1ABC") && r.step_ids() == ["s-1", "s-2"])
+        .then_output(|| CancelStepsOutput::builder().build());
+    let emr = emr(&[&add, &describe, &cancel_steps]);
+    let config = add_steps_config(json!({"cluster_id": "j-1ABC", "steps": [{"hive": {"query": "SELECT 1"}}, {"hive": {"query": "SELECT 2"}}]}));
+    let err = add_steps::run(&emr, config, &f.ctx).await.unwrap_err();
+    assert_eq!(err, TaskError::retryable("cannot write the store: disk full"));
+    assert_eq!(cancel_steps.num_calls(), 1, "both steps were taken back");
+    assert_eq!(describe.num_calls(), 0, "unrecorded steps are not waited for");
+    assert_eq!(f.journal(), ["record refused emr_steps s-1,s-2"]);
+    assert_eq!(
+        f.log.lines(),
+        [
+            "cannot record EMR steps s-1, s-2 on cluster j-1ABC (cannot write the store: disk full): cancelling it, or a retry would run it twice",
+            "cancelling EMR steps s-1, s-2 on cluster j-1ABC (CancelSteps)",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_emr_refuses_is_logged_with_the_command_to_cancel_by_hand() {
+    let f = task(None);
+    let cancel = f.ctx.cancel.clone();
+    let add = mock!(Client::add_job_flow_steps).then_output(|| AddJobFlowStepsOutput::builder().step_ids("s-1").step_ids("s-2").build());
+    let describe = mock!(Client::describe_step).then_compute_output(move |r| {
+        cancel.cancel();
+        step(r.step_id().unwrap_or(""), "load", StepState::Running)
+    });
+    let cancel_steps = mock!(Client::cancel_steps)
+        .sequence()
+        .http_status(400, Some(r#"{"__type":"InvalidRequestException","message":"Steps cannot be cancelled in this state."}"#.to_string()))
+        .build();
+    let emr = emr(&[&add, &describe, &cancel_steps]);
+    let config = add_steps_config(json!({"cluster_id": "j-1ABC", "steps": [{"hive": {"query": "SELECT 1"}}, {"hive": {"query": "SELECT 2"}}]}));
+    let err = add_steps::run(&emr, config, &f.ctx).await.unwrap_err();
+    assert_eq!(err, TaskError::cancelled());
+    assert_eq!(cancel_steps.num_calls(), 1);
+    assert_eq!(
+        f.log.lines().last().unwrap(),
+        "EMR CancelSteps on cluster j-1ABC: InvalidRequestException: Steps cannot be cancelled in this state; the steps may still run: cancel them in the EMR console or with: aws emr cancel-steps --cluster-id j-1ABC --step-ids s-1 s-2"
+    );
 }
 
 fn cluster(state: ClusterState, reason: Option<(ClusterStateChangeReasonCode, &str)>) -> DescribeClusterOutput {
@@ -410,7 +401,7 @@ fn create_config(extra: serde_json::Value) -> CreateClusterConfig {
 
 #[tokio::test(start_paused = true)]
 async fn a_cluster_is_created_as_asked_recorded_and_waited_for_until_waiting() {
-    let f = fixture(None);
+    let f = task(None);
     let jobs = f.jobs.clone();
     let run = mock!(Client::run_job_flow)
         .match_requests(|r| {
@@ -451,8 +442,10 @@ async fn a_cluster_is_created_as_asked_recorded_and_waited_for_until_waiting() {
         json!({"cluster_id": "j-1ABC", "state": "WAITING", "master_public_dns": "ec2-1-2-3-4.compute-1.amazonaws.com"})
     );
     assert_eq!(run.num_calls(), 1);
-    assert_eq!(f.jobs.events().len(), 2);
-    assert!(f.jobs.events()[0].starts_with("record emr_cluster j-1ABC "), "{:?}", f.jobs.events());
+    assert_eq!(
+        f.journal(),
+        [r#"record emr_cluster j-1ABC {"cluster_arn": "arn:aws:elasticmapreduce:us-east-1:123456789012:cluster/j-1ABC", "name": "loans"}"#, "clear"]
+    );
     assert_eq!(
         f.log.lines(),
         [
@@ -466,7 +459,7 @@ async fn a_cluster_is_created_as_asked_recorded_and_waited_for_until_waiting() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cluster_that_fails_to_start_fails_the_task_with_its_reason() {
-    let f = fixture(None);
+    let f = task(None);
     let run = mock!(Client::run_job_flow).then_output(|| RunJobFlowOutput::builder().job_flow_id("j-1ABC").build());
     let describe = mock!(Client::describe_cluster)
         .sequence()
@@ -488,12 +481,68 @@ async fn a_cluster_that_fails_to_start_fails_the_task_with_its_reason() {
         )
     );
     assert_eq!(terminate.num_calls(), 0, "EMR terminated it already");
-    assert_eq!(f.jobs.events().last().map(String::as_str), Some("clear"), "a retry starts a new cluster");
+    assert_eq!(f.journal().last().map(String::as_str), Some("clear"), "a retry starts a new cluster");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_emr_rejects_fails_the_task_for_good() {
+    let f = task(None);
+    let run = mock!(Client::run_job_flow).then_output(|| RunJobFlowOutput::builder().job_flow_id("j-1ABC").build());
+    let describe = mock!(Client::describe_cluster).then_output(|| {
+        cluster(ClusterState::TerminatedWithErrors, Some((ClusterStateChangeReasonCode::ValidationError, "The requested instance type m9.huge is not supported")))
+    });
+    let emr = emr(&[&run, &describe]);
+    let err = create_cluster::run(&emr, create_config(json!({})), &f.ctx).await.unwrap_err();
+    assert_eq!(
+        err,
+        TaskError::fatal("EMR cluster j-1ABC did not start: TERMINATED_WITH_ERRORS (VALIDATION_ERROR: The requested instance type m9.huge is not supported)")
+    );
+    assert_eq!(f.journal().last().map(String::as_str), Some("clear"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_cluster_that_ran_its_steps_between_two_polls_is_up() {
+    let f = task(None);
+    let run = mock!(Client::run_job_flow).then_output(|| RunJobFlowOutput::builder().job_flow_id("j-1ABC").build());
+    let describe = mock!(Client::describe_cluster)
+        .sequence()
+        .output(|| cluster(ClusterState::Bootstrapping, None))
+        .output(|| cluster(ClusterState::Terminating, Some((ClusterStateChangeReasonCode::AllStepsCompleted, "Steps completed"))))
+        .build();
+    let emr = emr(&[&run, &describe]);
+    let outcome = create_cluster::run(&emr, create_config(json!({})), &f.ctx).await.unwrap();
+    assert_eq!(outputs(outcome), json!({"cluster_id": "j-1ABC", "state": "TERMINATING"}));
+    assert_eq!(
+        f.log.lines().last().unwrap(),
+        "cluster j-1ABC ran all its steps and is ending: TERMINATING (ALL_STEPS_COMPLETED: Steps completed)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_whose_id_cannot_be_recorded_is_terminated() {
+    let f = task(None);
+    f.jobs.refuse_records("cannot write the store: disk full");
+    let run = mock!(Client::run_job_flow).then_output(|| RunJobFlowOutput::builder().job_flow_id("j-1ABC").build());
+    let describe = mock!(Client::describe_cluster).then_output(|| cluster(ClusterState::Starting, None));
+    let terminate = mock!(Client::terminate_job_flows)
+        .match_requests(|r| r.job_flow_ids() == ["j-1ABC"])
+        .then_output(|| TerminateJobFlowsOutput::builder().build());
+    let emr = emr(&[&run, &describe, &terminate]);
+    let err = create_cluster::run(&emr, create_config(json!({})), &f.ctx).await.unwrap_err();
+    assert_eq!(err, TaskError::retryable("cannot write the store: disk full"));
+    assert_eq!((terminate.num_calls(), describe.num_calls()), (1, 0), "a retry would start a second cluster beside this one");
+    assert_eq!(
+        f.log.lines()[1..],
+        [
+            "terminating EMR cluster j-1ABC (its id cannot be recorded, and a retry would start another): TerminateJobFlows",
+            "EMR accepted the termination of cluster j-1ABC",
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn terminate_on_failure_terminates_a_cluster_whose_wait_failed() {
-    let f = fixture(None);
+    let f = task(None);
     let run = mock!(Client::run_job_flow).then_output(|| RunJobFlowOutput::builder().job_flow_id("j-1ABC").build());
     let describe = mock!(Client::describe_cluster).sequence().http_status(500, None).repeatedly().build();
     let terminate = mock!(Client::terminate_job_flows)
@@ -511,7 +560,7 @@ async fn terminate_on_failure_terminates_a_cluster_whose_wait_failed() {
 #[tokio::test(start_paused = true)]
 async fn cancelling_create_cluster_terminates_the_cluster_and_a_reattached_attempt_starts_none() {
     let recorded = ExternalJob { kind: CLUSTER_JOB.into(), id: "j-1ABC".into(), detail: Default::default() };
-    let f = fixture(Some(recorded));
+    let f = task(Some(recorded));
     let cancel = f.ctx.cancel.clone();
     let run = mock!(Client::run_job_flow).then_output(|| RunJobFlowOutput::builder().job_flow_id("j-2DEF").build());
     let describe = mock!(Client::describe_cluster)
@@ -536,7 +585,7 @@ async fn cancelling_create_cluster_terminates_the_cluster_and_a_reattached_attem
 
 #[tokio::test(start_paused = true)]
 async fn terminate_cluster_waits_until_terminated() {
-    let f = fixture(None);
+    let f = task(None);
     let terminate = mock!(Client::terminate_job_flows)
         .match_requests(|r| r.job_flow_ids() == ["j-1ABC"])
         .then_output(|| TerminateJobFlowsOutput::builder().build());

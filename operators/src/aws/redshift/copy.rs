@@ -14,85 +14,65 @@ use serde_json::Value;
 use super::sql::{check_statement_name, default_statement_name};
 use super::sqltext::{check_name, copy_statements, CopyFormat, CopyMode, CopyOptions};
 use super::statement::{Request, Runner, Statements};
-use super::target::{self, default_connection, Target};
+use super::target::{self, redshift_settings};
+use crate::aws::settings::{aws_connection, check_optional_duration, check_s3_url};
 
-/// The settings of a `redshift.copy` task.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(rename = "RedshiftCopyConfig")]
-pub struct CopyConfig {
-    /// The AWS connection to call the Data API with [default: aws_default].
-    #[serde(default = "default_connection")]
-    pub connection: String,
-    /// A provisioned cluster's identifier. Give this or `workgroup_name`.
-    pub cluster_identifier: Option<String>,
-    /// A Redshift Serverless workgroup's name. Give this or `cluster_identifier`.
-    pub workgroup_name: Option<String>,
-    /// The database to load into.
-    pub database: String,
-    /// Provisioned clusters: the database user to get temporary credentials for. Give this or
-    /// `secret_arn`.
-    pub db_user: Option<String>,
-    /// The ARN (or name) of a Secrets Manager secret holding the database login.
-    pub secret_arn: Option<String>,
-    /// The table to load: `table` or `schema.table` (each part is quoted as written).
-    pub table: String,
-    /// The table's columns the files' fields go to, in order [default: all, in table order].
-    #[serde(default)]
-    pub columns: Vec<String>,
-    /// What to load: an `s3://bucket/prefix` (every object under it), one object, or a manifest
-    /// (add `MANIFEST` to `extra_options`).
-    pub from: String,
-    /// The IAM role Redshift reads S3 with: its ARN, or `default` for the cluster's default role.
-    pub iam_role: String,
-    /// The files' format: csv, json or parquet [default: csv].
-    #[serde(default)]
-    pub format: CopyFormat,
-    /// JSON only: `auto` (fields by column name), `auto ignorecase`, or the `s3://` URL of a
-    /// JSONPaths file [default: auto].
-    pub jsonpaths: Option<String>,
-    /// CSV only: the field delimiter, one character [default: ,].
-    pub delimiter: Option<String>,
-    /// CSV only: the files start with a header line to skip (`IGNOREHEADER 1`).
-    #[serde(default)]
-    pub header: bool,
-    /// How dates are written (`DATEFORMAT`), e.g. `YYYY-MM-DD` or `auto`.
-    pub date_format: Option<String>,
-    /// How timestamps are written (`TIMEFORMAT`), e.g. `YYYY-MM-DD HH:MI:SS`, `epochsecs` or `auto`.
-    pub time_format: Option<String>,
-    /// The text that stands for NULL (`NULL AS`), e.g. `\N`.
-    pub null_as: Option<String>,
-    /// The bucket's region, when it is not the cluster's (`REGION`).
-    pub region: Option<String>,
-    /// More COPY options, appended as written: `GZIP`, `MAXERROR 10`, `ACCEPTINVCHARS`,
-    /// `MANIFEST`, `TIMEFORMAT 'auto'`...
-    #[serde(default)]
-    pub extra_options: Vec<String>,
-    /// append (add the rows), replace (replace every row, in one transaction) or upsert (replace
-    /// the rows whose `key` matches, add the others, in one transaction) [default: append].
-    #[serde(default)]
-    pub mode: CopyMode,
-    /// upsert only: the columns that identify a row.
-    #[serde(default)]
-    pub key: Vec<String>,
-    /// The statement's name in Redshift's query history [default: flowctl/<dag>/<task>].
-    pub statement_name: Option<String>,
-    /// How often to ask whether the load has ended [default: 5s].
-    pub poll_interval: Option<String>,
+redshift_settings! {
+    /// The settings of a `redshift.copy` task.
+    #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[schemars(rename = "RedshiftCopyConfig")]
+    pub struct CopyConfig {
+        /// The database to load into.
+        database,
+        /// The table to load: `table` or `schema.table` (each part is quoted as written).
+        pub table: String,
+        /// The table's columns the files' fields go to, in order [default: all, in table order].
+        #[serde(default)]
+        pub columns: Vec<String>,
+        /// What to load: an `s3://bucket/prefix` (every object under it), one object, or a manifest
+        /// (add `MANIFEST` to `extra_options`).
+        pub from: String,
+        /// The IAM role Redshift reads S3 with: its ARN, or `default` for the cluster's default role.
+        pub iam_role: String,
+        /// The files' format: csv, json or parquet [default: csv].
+        #[serde(default)]
+        pub format: CopyFormat,
+        /// JSON only: `auto` (fields by column name), `auto ignorecase`, or the `s3://` URL of a
+        /// JSONPaths file [default: auto].
+        pub jsonpaths: Option<String>,
+        /// CSV only: the field delimiter, one character [default: ,].
+        pub delimiter: Option<String>,
+        /// CSV only: the files start with a header line to skip (`IGNOREHEADER 1`).
+        #[serde(default)]
+        pub header: bool,
+        /// How dates are written (`DATEFORMAT`), e.g. `YYYY-MM-DD` or `auto`.
+        pub date_format: Option<String>,
+        /// How timestamps are written (`TIMEFORMAT`), e.g. `YYYY-MM-DD HH:MI:SS`, `epochsecs` or `auto`.
+        pub time_format: Option<String>,
+        /// The text that stands for NULL (`NULL AS`), e.g. `\N`.
+        pub null_as: Option<String>,
+        /// The bucket's region, when it is not the cluster's (`REGION`).
+        pub region: Option<String>,
+        /// More COPY options, appended as written: `GZIP`, `MAXERROR 10`, `ACCEPTINVCHARS`,
+        /// `MANIFEST`, `TIMEFORMAT 'auto'`...
+        #[serde(default)]
+        pub extra_options: Vec<String>,
+        /// append (add the rows), replace (replace every row, in one transaction) or upsert (replace
+        /// the rows whose `key` matches, add the others, in one transaction) [default: append].
+        #[serde(default)]
+        pub mode: CopyMode,
+        /// upsert only: the columns that identify a row.
+        #[serde(default)]
+        pub key: Vec<String>,
+        /// The statement's name in Redshift's query history [default: flowctl/<dag>/<task>].
+        pub statement_name: Option<String>,
+        /// How often to ask whether the load has ended [default: 5s].
+        pub poll_interval: Option<String>,
+    }
 }
 
 impl CopyConfig {
-    /// Where the load runs.
-    pub fn target(&self) -> Target {
-        Target {
-            cluster_identifier: self.cluster_identifier.clone(),
-            workgroup_name: self.workgroup_name.clone(),
-            database: self.database.clone(),
-            db_user: self.db_user.clone(),
-            secret_arn: self.secret_arn.clone(),
-        }
-    }
-
     /// The COPY options from the settings.
     pub fn options(&self) -> CopyOptions {
         CopyOptions {
@@ -167,7 +147,7 @@ impl Operator for Copy {
             check_name(&config.table).map_err(|e| ConfigError::new("table", e))?;
         }
         check_columns("columns", &config.columns)?;
-        target::check_s3_url("from", &config.from)?;
+        check_s3_url("from", &config.from)?;
         check_iam_role(&config.iam_role)?;
         let not_for = |field: &str, set: bool, formats: &str| -> Result<(), ConfigError> {
             if set {
@@ -186,7 +166,7 @@ impl Operator for Copy {
         if let Some(paths) = &config.jsonpaths {
             let auto = ["auto", "auto ignorecase"].contains(&paths.to_ascii_lowercase().as_str());
             if !auto {
-                target::check_s3_url("jsonpaths", paths)
+                check_s3_url("jsonpaths", paths)
                     .map_err(|_| ConfigError::new("jsonpaths", format!("\"{paths}\" is neither `auto`, `auto ignorecase` nor the s3:// URL of a JSONPaths file")))?;
             }
         }
@@ -213,11 +193,11 @@ impl Operator for Copy {
             _ => {}
         }
         check_statement_name(config.statement_name.as_deref())?;
-        target::check_poll_interval(config.poll_interval.as_deref())
+        check_optional_duration("poll_interval", config.poll_interval.as_deref())
     }
 
     async fn execute(&self, config: CopyConfig, ctx: TaskContext) -> Result<Outcome, TaskError> {
-        let conn = target::aws_connection(&ctx, &config.connection)?;
+        let conn = aws_connection(&ctx, &config.connection)?;
         let client = target::client(&conn).await?;
         run(&client, &conn, config, &ctx).await
     }

@@ -7,7 +7,8 @@
 //!
 //! - `target.rs`: where statements run (cluster or workgroup, database, user or secret) and the
 //!   settings every Redshift task shares;
-//! - `statement.rs`: submit or reattach, record, poll, cancel, and read result rows;
+//! - `statement.rs`: the statement as a job of the AWS kit (`aws::job`: submit or reattach,
+//!   record, poll, cancel), and its result rows;
 //! - `sqltext.rs`: quoting of identifiers and literals, and the `COPY` and `UNLOAD` builders;
 //! - one file per operator.
 

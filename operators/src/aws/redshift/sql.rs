@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::statement::{Request, Runner, Statements};
-use super::target::{self, default_connection, Target, MAX_BATCH};
+use super::target::{self, redshift_settings, MAX_BATCH};
+use crate::aws::settings::{aws_connection, check_optional_duration};
 
 /// Rows a fetch returns when `fetch_limit` is not set.
 pub const DEFAULT_FETCH_LIMIT: usize = 1000;
@@ -59,52 +60,29 @@ impl Scalar {
     }
 }
 
-/// The settings of a `redshift.sql` task.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(rename = "RedshiftSqlConfig")]
-pub struct SqlConfig {
-    /// The AWS connection to call the Data API with [default: aws_default].
-    #[serde(default = "default_connection")]
-    pub connection: String,
-    /// A provisioned cluster's identifier. Give this or `workgroup_name`.
-    pub cluster_identifier: Option<String>,
-    /// A Redshift Serverless workgroup's name. Give this or `cluster_identifier`.
-    pub workgroup_name: Option<String>,
-    /// The database to run in.
-    pub database: String,
-    /// Provisioned clusters: the database user to get temporary credentials for. Give this or
-    /// `secret_arn`.
-    pub db_user: Option<String>,
-    /// The ARN (or name) of a Secrets Manager secret holding the database login.
-    pub secret_arn: Option<String>,
-    /// One statement, or a list of statements run in order as one transaction (at most 40).
-    pub sql: SqlText,
-    /// Named parameters, written `:name` in the SQL; values are passed as text.
-    #[serde(default)]
-    pub parameters: BTreeMap<String, Scalar>,
-    /// The statement's name in Redshift's query history [default: flowctl/<dag>/<task>].
-    pub statement_name: Option<String>,
-    /// Output the result rows (of the last statement that returns rows) as `rows`.
-    #[serde(default)]
-    pub fetch: bool,
-    /// With `fetch`: the most rows to output [default: 1000]; `truncated` tells whether there
-    /// were more.
-    pub fetch_limit: Option<usize>,
-    /// How often to ask whether the statement has ended [default: 5s].
-    pub poll_interval: Option<String>,
-}
-
-impl SqlConfig {
-    /// Where the statements run.
-    pub fn target(&self) -> Target {
-        Target {
-            cluster_identifier: self.cluster_identifier.clone(),
-            workgroup_name: self.workgroup_name.clone(),
-            database: self.database.clone(),
-            db_user: self.db_user.clone(),
-            secret_arn: self.secret_arn.clone(),
-        }
+redshift_settings! {
+    /// The settings of a `redshift.sql` task.
+    #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[schemars(rename = "RedshiftSqlConfig")]
+    pub struct SqlConfig {
+        /// The database to run in.
+        database,
+        /// One statement, or a list of statements run in order as one transaction (at most 40).
+        pub sql: SqlText,
+        /// Named parameters, written `:name` in the SQL; values are passed as text.
+        #[serde(default)]
+        pub parameters: BTreeMap<String, Scalar>,
+        /// The statement's name in Redshift's query history [default: flowctl/<dag>/<task>].
+        pub statement_name: Option<String>,
+        /// Output the result rows (of the last statement that returns rows) as `rows`.
+        #[serde(default)]
+        pub fetch: bool,
+        /// With `fetch`: the most rows to output [default: 1000]; `truncated` tells whether there
+        /// were more.
+        pub fetch_limit: Option<usize>,
+        /// How often to ask whether the statement has ended [default: 5s].
+        pub poll_interval: Option<String>,
     }
 }
 
@@ -178,11 +156,11 @@ impl Operator for Sql {
             _ => {}
         }
         check_statement_name(config.statement_name.as_deref())?;
-        target::check_poll_interval(config.poll_interval.as_deref())
+        check_optional_duration("poll_interval", config.poll_interval.as_deref())
     }
 
     async fn execute(&self, config: SqlConfig, ctx: TaskContext) -> Result<Outcome, TaskError> {
-        let conn = target::aws_connection(&ctx, &config.connection)?;
+        let conn = aws_connection(&ctx, &config.connection)?;
         let client = target::client(&conn).await?;
         run(&client, &conn, config, &ctx).await
     }

@@ -1,34 +1,31 @@
-//! One Data API statement (or batch) from submission to its end: submit it, record its id through
-//! the external-job hook before waiting, poll DescribeStatement until FINISHED, FAILED or ABORTED,
-//! cancel it when the task is cancelled, and read its result rows.
+//! One Data API statement (or batch) from submission to its end, as a job of the AWS kit
+//! (`aws::job`): ExecuteStatement or BatchExecuteStatement, DescribeStatement until FINISHED,
+//! FAILED or ABORTED, CancelStatement when the task is cancelled; and its result rows read.
 //!
-//! A retry, or a restart of flowctl, finds the recorded id in `ctx.external_job` and polls that
-//! statement instead of submitting the SQL again: a `COPY` runs once. The window that remains is
-//! between the Data API accepting the statement and the record being durable (milliseconds); a
-//! crash inside it leaves a statement the next attempt does not know about.
+//! A retry, or a restart of flowctl, finds the recorded id and polls that statement instead of
+//! submitting the SQL again: a `COPY` runs once. The window that remains is between the Data API
+//! accepting the statement and the record being durable (milliseconds); a crash inside it leaves a
+//! statement the next attempt does not know about.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput;
 use aws_sdk_redshiftdata::types::{Field, SqlParameter, StatementStatusString, StatusString};
 use aws_sdk_redshiftdata::Client;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use flowctl_engine::connections::AwsConnection;
-use flowctl_engine::operator::{ExternalJob, TaskContext, TaskError};
+use flowctl_engine::operator::{ExternalJob, LogSink, TaskContext, TaskError};
 use serde_json::{Map, Value};
 
 use super::target::{Target, SERVICE};
 use crate::aws::describe_service_error;
+use crate::aws::job::{self, CancelReason, Describe, Job, Progress, StateLines, Watch};
 
 /// The kind of external job a Redshift task records.
 pub const JOB_KIND: &str = "redshift_statement";
-/// How many DescribeStatement calls in a row may fail (each after the SDK's own retries) before
-/// the attempt gives up; the statement keeps running and a retry reattaches to it.
-pub const MAX_POLL_ERRORS: u32 = 10;
-/// The longest wait between polls after failed ones.
+/// The longest wait between polls after failed ones: statements take seconds to minutes.
 const MAX_POLL_BACKOFF: Duration = Duration::from_secs(60);
-/// How long a cancelled task waits for CancelStatement's answer.
-const CANCEL_DEADLINE: Duration = Duration::from_secs(20);
 /// How much of a sub-statement's SQL an error quotes.
 const QUOTED_SQL_CHARS: usize = 120;
 
@@ -106,209 +103,8 @@ impl Runner<'_> {
     /// Submits the request, or reattaches to the statement an earlier attempt recorded, and waits
     /// for its end.
     pub async fn run(&self, request: &Request) -> Result<Finished, TaskError> {
-        let id = match self.recorded() {
-            Some(id) => {
-                self.ctx.log.line(&format!(
-                    "reattaching to statement {id}, submitted by an earlier attempt (the SQL is not submitted again)"
-                ));
-                id
-            }
-            None => self.submit(request).await?,
-        };
-        self.wait(&id, &request.target).await
-    }
-
-    /// The statement id an earlier attempt recorded.
-    fn recorded(&self) -> Option<String> {
-        self.ctx.external_job.as_ref().filter(|job| job.kind == JOB_KIND).map(|job| job.id.clone())
-    }
-
-    async fn submit(&self, request: &Request) -> Result<String, TaskError> {
-        let target = &request.target;
-        let parameters = request
-            .parameters
-            .iter()
-            .map(|(name, value)| SqlParameter::builder().name(name).value(value).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TaskError::fatal(format!("invalid parameter: {e}")))?;
-        let parameters = (!parameters.is_empty()).then_some(parameters);
-        let (call, sent) = match &request.statements {
-            Statements::One(sql) => {
-                let send = self
-                    .client
-                    .execute_statement()
-                    .sql(sql)
-                    .database(&target.database)
-                    .set_cluster_identifier(target.cluster_identifier.clone())
-                    .set_workgroup_name(target.workgroup_name.clone())
-                    .set_db_user(target.db_user.clone())
-                    .set_secret_arn(target.secret_arn.clone())
-                    .set_statement_name(request.statement_name.clone())
-                    .set_parameters(parameters)
-                    .send();
-                let reply = tokio::select! {
-                    reply = send => reply,
-                    _ = self.ctx.cancel.cancelled() => return Err(TaskError::cancelled()),
-                };
-                let what = format!("ExecuteStatement on {}", target.describe());
-                ("ExecuteStatement", reply.map(|out| out.id).map_err(|e| describe_service_error(&e, &what, self.conn, Some(SERVICE)))?)
-            }
-            Statements::Batch(sqls) => {
-                let send = self
-                    .client
-                    .batch_execute_statement()
-                    .set_sqls(Some(sqls.clone()))
-                    .database(&target.database)
-                    .set_cluster_identifier(target.cluster_identifier.clone())
-                    .set_workgroup_name(target.workgroup_name.clone())
-                    .set_db_user(target.db_user.clone())
-                    .set_secret_arn(target.secret_arn.clone())
-                    .set_statement_name(request.statement_name.clone())
-                    .set_parameters(parameters)
-                    .send();
-                let reply = tokio::select! {
-                    reply = send => reply,
-                    _ = self.ctx.cancel.cancelled() => return Err(TaskError::cancelled()),
-                };
-                let what = format!("BatchExecuteStatement on {}", target.describe());
-                ("BatchExecuteStatement", reply.map(|out| out.id).map_err(|e| describe_service_error(&e, &what, self.conn, Some(SERVICE)))?)
-            }
-        };
-        let id = sent.filter(|id| !id.is_empty()).ok_or_else(|| {
-            TaskError::retryable(format!("{call} on {} answered without a statement id", target.describe()))
-        })?;
-        let count = match &request.statements {
-            Statements::One(_) => String::new(),
-            Statements::Batch(sqls) => format!(" ({} statements in one transaction)", sqls.len()),
-        };
-        self.ctx.log.line(&format!("submitted statement {id}{count} to {}", target.describe()));
-        let job = ExternalJob {
-            kind: JOB_KIND.to_string(),
-            id: id.clone(),
-            detail: [("target".to_string(), target.describe())].into_iter().collect(),
-        };
-        if let Err(e) = self.ctx.external_jobs.record(job).await {
-            // Nobody could reattach to it: it must not run on unattended.
-            self.cancel_at_service(&id).await;
-            return Err(e);
-        }
-        Ok(id)
-    }
-
-    /// Polls the statement until it ends, logging each status once.
-    async fn wait(&self, id: &str, target: &Target) -> Result<Finished, TaskError> {
-        let mut last_status = String::new();
-        let mut errors = 0u32;
-        loop {
-            let reply = tokio::select! {
-                biased;
-                _ = self.ctx.cancel.cancelled() => return Err(self.stop(id).await),
-                reply = self.client.describe_statement().id(id).send() => reply,
-            };
-            let delay = match reply {
-                Ok(out) => {
-                    errors = 0;
-                    let status = out.status().map(|s| s.as_str().to_string()).unwrap_or_else(|| "UNKNOWN".into());
-                    match out.status() {
-                        Some(StatusString::Finished) => {
-                            let finished = finished(out);
-                            self.ctx.log.line(&format!("statement {id} FINISHED{}", rows_note(&finished)));
-                            self.clear().await;
-                            return Ok(finished);
-                        }
-                        Some(StatusString::Failed) => {
-                            self.ctx.log.line(&format!("statement {id} FAILED"));
-                            self.clear().await;
-                            return Err(failure(&out, target));
-                        }
-                        Some(StatusString::Aborted) => {
-                            self.ctx.log.line(&format!("statement {id} ABORTED"));
-                            self.clear().await;
-                            return Err(TaskError::fatal(format!(
-                                "statement {id} on {} was aborted (cancelled outside flowctl, or stopped by a workload management rule)",
-                                target.describe()
-                            )));
-                        }
-                        _ => {}
-                    }
-                    if status != last_status {
-                        self.ctx.log.line(&format!("statement {id} is {status}"));
-                        last_status = status;
-                    }
-                    self.poll_interval
-                }
-                Err(e) => {
-                    if e.code() == Some("ResourceNotFoundException") {
-                        self.clear().await;
-                        return Err(TaskError::fatal(format!(
-                            "statement {id} is unknown to the Data API on {} ({}); it keeps statements for 24 hours: check whether its work was done, then run the task again",
-                            target.describe(),
-                            e.message().unwrap_or("ResourceNotFoundException").trim_end_matches('.')
-                        )));
-                    }
-                    let err = describe_service_error(&e, &format!("DescribeStatement of statement {id}"), self.conn, Some(SERVICE));
-                    if err.kind == flowctl_engine::operator::ErrorKind::Final {
-                        return Err(err);
-                    }
-                    errors += 1;
-                    if errors >= MAX_POLL_ERRORS {
-                        return Err(TaskError::retryable(format!(
-                            "gave up polling statement {id} after {errors} failed DescribeStatement calls in a row; it may still be running, and a retry reattaches to it: {}",
-                            err.message
-                        )));
-                    }
-                    let delay = backoff(self.poll_interval, errors);
-                    self.ctx.log.line(&format!(
-                        "{}; polling again in {} ({errors} of {MAX_POLL_ERRORS} failures in a row allowed)",
-                        err.message,
-                        humantime::format_duration(delay)
-                    ));
-                    delay
-                }
-            };
-            tokio::select! {
-                biased;
-                _ = self.ctx.cancel.cancelled() => return Err(self.stop(id).await),
-                _ = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
-
-    /// The task was cancelled while its statement ran: leave it running when flowctl itself is
-    /// stopping (the next start reattaches), cancel it at Redshift otherwise.
-    async fn stop(&self, id: &str) -> TaskError {
-        if self.ctx.shutdown.is_cancelled() {
-            self.ctx.log.line(&format!("flowctl is stopping: statement {id} keeps running; the next start reattaches to it"));
-            return TaskError::retryable(format!("flowctl stopped while statement {id} ran; the next start reattaches to it"));
-        }
-        self.cancel_at_service(id).await;
-        self.clear().await;
-        TaskError::cancelled()
-    }
-
-    /// CancelStatement, bounded in time; the outcome goes to the log.
-    async fn cancel_at_service(&self, id: &str) {
-        match tokio::time::timeout(CANCEL_DEADLINE, self.client.cancel_statement().id(id).send()).await {
-            Ok(Ok(out)) if out.status() == Some(false) => {
-                self.ctx.log.line(&format!("Redshift did not cancel statement {id} (CancelStatement answered false: it may have ended already)"))
-            }
-            Ok(Ok(_)) => self.ctx.log.line(&format!("cancelled statement {id} at Redshift (CancelStatement)")),
-            Ok(Err(e)) => {
-                let err = describe_service_error(&e, &format!("CancelStatement of statement {id}"), self.conn, Some(SERVICE));
-                self.ctx.log.line(&format!("could not cancel statement {id}: {}", err.message));
-            }
-            Err(_) => self.ctx.log.line(&format!(
-                "CancelStatement of statement {id} got no answer within {}s; it may still be running",
-                CANCEL_DEADLINE.as_secs()
-            )),
-        }
-    }
-
-    /// Forgets the recorded statement: it has ended, so a retry submits a fresh one.
-    async fn clear(&self) {
-        if let Err(e) = self.ctx.external_jobs.clear().await {
-            self.ctx.log.line(&format!("could not forget the recorded statement: {}", e.message));
-        }
+        let mut statement = Statement { client: self.client, conn: self.conn, request, id: String::new() };
+        job::drive(&mut statement, self.ctx, self.poll_interval).await
     }
 
     /// Reads up to `limit` result rows of a finished statement (or sub-statement `id`), as JSON
@@ -344,11 +140,166 @@ impl Runner<'_> {
     }
 }
 
-/// The wait after `failures` failed polls in a row: the poll interval (at least a second),
-/// doubled per failure, at most a minute.
-fn backoff(poll_interval: Duration, failures: u32) -> Duration {
-    let base = poll_interval.max(Duration::from_secs(1));
-    base.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_POLL_BACKOFF.max(poll_interval))
+/// One statement (or batch) of a task.
+struct Statement<'a> {
+    client: &'a Client,
+    conn: &'a AwsConnection,
+    request: &'a Request,
+    id: String,
+}
+
+impl Statement<'_> {
+    /// Sends ExecuteStatement or BatchExecuteStatement; returns the call's name and the id.
+    async fn send(&self) -> Result<(&'static str, Option<String>), TaskError> {
+        let Request { target, statements, parameters, statement_name } = self.request;
+        let parameters = parameters
+            .iter()
+            .map(|(name, value)| SqlParameter::builder().name(name).value(value).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TaskError::fatal(format!("invalid parameter: {e}")))?;
+        let parameters = (!parameters.is_empty()).then_some(parameters);
+        match statements {
+            Statements::One(sql) => {
+                let reply = self
+                    .client
+                    .execute_statement()
+                    .sql(sql)
+                    .database(&target.database)
+                    .set_cluster_identifier(target.cluster_identifier.clone())
+                    .set_workgroup_name(target.workgroup_name.clone())
+                    .set_db_user(target.db_user.clone())
+                    .set_secret_arn(target.secret_arn.clone())
+                    .set_statement_name(statement_name.clone())
+                    .set_parameters(parameters)
+                    .send()
+                    .await
+                    .map_err(|e| describe_service_error(&e, &format!("ExecuteStatement on {}", target.describe()), self.conn, Some(SERVICE)))?;
+                Ok(("ExecuteStatement", reply.id))
+            }
+            Statements::Batch(sqls) => {
+                let reply = self
+                    .client
+                    .batch_execute_statement()
+                    .set_sqls(Some(sqls.clone()))
+                    .database(&target.database)
+                    .set_cluster_identifier(target.cluster_identifier.clone())
+                    .set_workgroup_name(target.workgroup_name.clone())
+                    .set_db_user(target.db_user.clone())
+                    .set_secret_arn(target.secret_arn.clone())
+                    .set_statement_name(statement_name.clone())
+                    .set_parameters(parameters)
+                    .send()
+                    .await
+                    .map_err(|e| describe_service_error(&e, &format!("BatchExecuteStatement on {}", target.describe()), self.conn, Some(SERVICE)))?;
+                Ok(("BatchExecuteStatement", reply.id))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Describe for Statement<'_> {
+    type Output = Finished;
+    const MAX_BACKOFF: Duration = MAX_POLL_BACKOFF;
+
+    const STATE_LINES: StateLines = StateLines::Is;
+
+    /// DescribeStatement. A statement the Data API no longer knows has ended for flowctl: the task
+    /// fails with a final error and the record goes, so running the task again submits anew.
+    async fn describe(&mut self, watch: &mut Watch<'_>) -> Result<Progress<Finished>, TaskError> {
+        let (id, target) = (&self.id, &self.request.target);
+        let out = match self.client.describe_statement().id(id).send().await {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("ResourceNotFoundException") => {
+                return Ok(Progress::Ended(Err(TaskError::fatal(format!(
+                    "statement {id} is unknown to the Data API on {} ({}); it keeps statements for 24 hours: check whether its work was done, then run the task again",
+                    target.describe(),
+                    e.message().unwrap_or("ResourceNotFoundException").trim_end_matches('.')
+                )))));
+            }
+            Err(e) => return Err(describe_service_error(&e, &format!("DescribeStatement of statement {id}"), self.conn, Some(SERVICE))),
+        };
+        let ended = match out.status() {
+            Some(StatusString::Finished) => {
+                let finished = finished(out);
+                watch.line(&format!("statement {id} FINISHED{}", rows_note(&finished)));
+                Ok(finished)
+            }
+            Some(StatusString::Failed) => {
+                watch.line(&format!("statement {id} FAILED"));
+                Err(failure(&out, target))
+            }
+            Some(StatusString::Aborted) => {
+                watch.line(&format!("statement {id} ABORTED"));
+                Err(TaskError::fatal(format!(
+                    "statement {id} on {} was aborted (cancelled outside flowctl, or stopped by a workload management rule)",
+                    target.describe()
+                )))
+            }
+            status => {
+                watch.state(&format!("statement {id}"), status.map_or("UNKNOWN", |s| s.as_str()));
+                return Ok(Progress::Running);
+            }
+        };
+        Ok(Progress::Ended(ended))
+    }
+}
+
+#[async_trait]
+impl Job for Statement<'_> {
+    const KIND: &'static str = JOB_KIND;
+
+    async fn submit(&mut self, _ctx: &TaskContext) -> Result<Vec<String>, TaskError> {
+        let target = &self.request.target;
+        let (call, id) = self.send().await?;
+        self.id = id
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| TaskError::retryable(format!("{call} on {} answered without a statement id", target.describe())))?;
+        let count = match &self.request.statements {
+            Statements::One(_) => String::new(),
+            Statements::Batch(sqls) => format!(" ({} statements in one transaction)", sqls.len()),
+        };
+        Ok(vec![format!("submitted statement {}{count} to {}", self.id, target.describe())])
+    }
+
+    fn record(&self) -> ExternalJob {
+        ExternalJob {
+            kind: JOB_KIND.to_string(),
+            id: self.id.clone(),
+            detail: [("target".to_string(), self.request.target.describe())].into_iter().collect(),
+        }
+    }
+
+    fn reattach(&mut self, job: &ExternalJob, log: &dyn LogSink) -> bool {
+        log.line(&format!("reattaching to statement {}, submitted by an earlier attempt (the SQL is not submitted again)", job.id));
+        self.id = job.id.clone();
+        true
+    }
+
+    async fn cancel(&mut self, _why: CancelReason, log: &dyn LogSink) -> Result<(), TaskError> {
+        let id = &self.id;
+        let out = self
+            .client
+            .cancel_statement()
+            .id(id)
+            .send()
+            .await
+            .map_err(|e| describe_service_error(&e, &format!("CancelStatement of statement {id}"), self.conn, Some(SERVICE)))?;
+        if out.status() == Some(false) {
+            log.line(&format!("Redshift did not cancel statement {id} (CancelStatement answered false: it may have ended already)"));
+        } else {
+            log.line(&format!("cancelled statement {id} at Redshift (CancelStatement)"));
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> String {
+        format!("statement {}", self.id)
+    }
+
+    fn by_hand(&self) -> String {
+        format!("the statement may still run: cancel it with: aws redshift-data cancel-statement --id {}", self.id)
+    }
 }
 
 fn finished(out: DescribeStatementOutput) -> Finished {
@@ -468,16 +419,6 @@ mod tests {
         assert_eq!(field_value(&Field::DoubleValue(f64::NAN)), Value::from("NaN"));
         assert_eq!(field_value(&Field::IsNull(true)), Value::Null);
         assert_eq!(field_value(&Field::BlobValue(aws_smithy_types::Blob::new(b"hi".to_vec()))), Value::from("aGk="));
-    }
-
-    #[test]
-    fn backoff_doubles_from_the_poll_interval_up_to_a_minute() {
-        let s = Duration::from_secs;
-        assert_eq!(backoff(s(5), 1), s(5));
-        assert_eq!(backoff(s(5), 2), s(10));
-        assert_eq!(backoff(s(5), 5), s(60));
-        assert_eq!(backoff(Duration::ZERO, 1), s(1));
-        assert_eq!(backoff(s(120), 3), s(120));
     }
 
     #[test]

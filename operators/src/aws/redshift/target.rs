@@ -2,15 +2,14 @@
 //!
 //! The Data API addresses a provisioned cluster (`cluster_identifier`, with a database user it
 //! gets temporary credentials for, or a Secrets Manager secret) or a Serverless workgroup
-//! (`workgroup_name`, with the caller's IAM identity or a secret). The operators' `Config`s repeat
-//! these fields (serde's `flatten` cannot be combined with `deny_unknown_fields`) and hand them
-//! over as a [`Target`].
+//! (`workgroup_name`, with the caller's IAM identity or a secret). [`redshift_settings!`] writes
+//! these fields, and the connection, into each operator's `Config` (serde's `flatten` cannot be
+//! combined with `deny_unknown_fields`), with a `target()` that hands them over as a [`Target`].
 
 use std::time::Duration;
 
-use flowctl_engine::connections::{AwsConnection, AWS_DEFAULT};
-use flowctl_engine::operator::{ConfigError, TaskContext, TaskError};
-use flowctl_engine::template::is_template;
+use flowctl_engine::connections::AwsConnection;
+use flowctl_engine::operator::{ConfigError, TaskError};
 
 /// The service name of the Data API's endpoint in a connection's `endpoints:`.
 pub const SERVICE: &str = "redshift_data";
@@ -21,10 +20,54 @@ pub const MAX_BATCH: usize = 40;
 /// The longest SQL text the Data API accepts, in bytes.
 pub const MAX_SQL_BYTES: usize = 100_000;
 
-/// The connection AWS operators use when `connection:` is not set.
-pub fn default_connection() -> String {
-    AWS_DEFAULT.to_string()
+/// Declares a Redshift operator's `Config`: the connection and the [`Target`] fields first, then
+/// the operator's own fields (written as for `aws_settings!`), and a `target()` method. The doc
+/// comments above the bare `database,` document the database field, whose meaning each operator
+/// words its own way.
+macro_rules! redshift_settings {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $(#[$database:meta])+
+            database,
+            $($fields:tt)*
+        }
+    ) => {
+        $crate::aws::settings::aws_settings! {
+            $(#[$meta])*
+            $vis struct $name {
+                /// The AWS connection to call the Data API with [default: aws_default].
+                connection,
+                /// A provisioned cluster's identifier. Give this or `workgroup_name`.
+                pub cluster_identifier: Option<String>,
+                /// A Redshift Serverless workgroup's name. Give this or `cluster_identifier`.
+                pub workgroup_name: Option<String>,
+                $(#[$database])+
+                pub database: String,
+                /// Provisioned clusters: the database user to get temporary credentials for. Give this or
+                /// `secret_arn`.
+                pub db_user: Option<String>,
+                /// The ARN (or name) of a Secrets Manager secret holding the database login.
+                pub secret_arn: Option<String>,
+                $($fields)*
+            }
+        }
+
+        impl $name {
+            /// Where the task's statements run.
+            pub fn target(&self) -> $crate::aws::redshift::target::Target {
+                $crate::aws::redshift::target::Target {
+                    cluster_identifier: self.cluster_identifier.clone(),
+                    workgroup_name: self.workgroup_name.clone(),
+                    database: self.database.clone(),
+                    db_user: self.db_user.clone(),
+                    secret_arn: self.secret_arn.clone(),
+                }
+            }
+        }
+    };
 }
+pub(crate) use redshift_settings;
 
 /// Where the statements of a task run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,30 +139,9 @@ impl Target {
     }
 }
 
-/// Checks a `poll_interval` at compile time (unless it is a template).
-pub fn check_poll_interval(value: Option<&str>) -> Result<(), ConfigError> {
-    match value {
-        Some(text) if !is_template(text) => parse_duration("poll_interval", text).map(drop).map_err(|e| ConfigError::new("poll_interval", e)),
-        _ => Ok(()),
-    }
-}
-
-/// The poll interval of a task.
-pub fn poll_interval(value: Option<&str>) -> Result<Duration, TaskError> {
-    match value {
-        Some(text) => parse_duration("poll_interval", text).map_err(TaskError::fatal),
-        None => Ok(DEFAULT_POLL_INTERVAL),
-    }
-}
-
-/// Parses a duration (`5s`, `1m`), which must be above zero.
-pub fn parse_duration(field: &str, text: &str) -> Result<Duration, String> {
-    let parsed = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("invalid duration \"{text}\" for {field}: {e}; write e.g. 5s, 1m or 1h"))?;
-    if parsed.is_zero() {
-        return Err(format!("{field} must be longer than zero"));
-    }
-    Ok(parsed)
+/// The poll interval of a task: its setting, or [`DEFAULT_POLL_INTERVAL`].
+pub fn poll_interval(setting: Option<&str>) -> Result<Duration, TaskError> {
+    crate::aws::settings::poll_interval(setting, DEFAULT_POLL_INTERVAL)
 }
 
 /// Checks one SQL text: not empty, within the Data API's size limit.
@@ -134,22 +156,6 @@ pub fn check_sql(path: &str, sql: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
-}
-
-/// Checks an `s3://bucket/...` URL setting (unless it is a template).
-pub fn check_s3_url(path: &str, url: &str) -> Result<(), ConfigError> {
-    if is_template(url) {
-        return Ok(());
-    }
-    match url.strip_prefix("s3://") {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
-        _ => Err(ConfigError::new(path, format!("\"{url}\" is not an S3 URL; write s3://bucket/prefix"))),
-    }
-}
-
-/// The AWS connection a task names, or an error saying how to define it.
-pub fn aws_connection(ctx: &TaskContext, name: &str) -> Result<AwsConnection, TaskError> {
-    ctx.connections.aws(name).map_err(|e| TaskError::fatal(e.0))
 }
 
 /// A Data API client for a connection.
@@ -192,13 +198,9 @@ mod tests {
     }
 
     #[test]
-    fn durations_and_urls_are_checked() {
-        assert_eq!(parse_duration("poll_interval", "2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("poll_interval", "0s").unwrap_err(), "poll_interval must be longer than zero");
-        assert!(check_poll_interval(Some("soon")).is_err());
-        assert!(check_poll_interval(Some("{{ params.poll }}")).is_ok());
-        assert!(check_s3_url("from", "s3://b/k").is_ok());
-        assert!(check_s3_url("from", "s3://{{ params.bucket }}/k").is_ok());
-        assert_eq!(check_s3_url("from", "b/k").unwrap_err().message, "\"b/k\" is not an S3 URL; write s3://bucket/prefix");
+    fn the_poll_interval_defaults_to_five_seconds() {
+        assert_eq!(poll_interval(None), Ok(DEFAULT_POLL_INTERVAL));
+        assert_eq!(poll_interval(Some("2s")), Ok(Duration::from_secs(2)));
+        assert_eq!(poll_interval(Some("0s")), Err(TaskError::fatal("poll_interval: must be longer than zero")));
     }
 }

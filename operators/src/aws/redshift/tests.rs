@@ -17,84 +17,33 @@ use aws_sdk_redshiftdata::types::{ColumnMetadata, Field, StatementStatusString, 
 use aws_sdk_redshiftdata::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use aws_smithy_types::retry::RetryConfig;
-use flowctl_engine::connections::{AwsConnection, Connections};
-use flowctl_engine::operator::{
-    ErrorKind, ExternalJob, ExternalJobStore, MemoryLog, NoHistory, Operator, Outcome, Slot, TaskContext, TaskError,
-};
+use flowctl_engine::connections::AwsConnection;
+use flowctl_engine::operator::{ErrorKind, ExternalJob, Operator, Outcome, TaskContext, TaskError};
+use flowctl_engine::testing::{Journal, TestTask};
 use flowctl_engine::Registry;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 use super::copy::CopyConfig;
 use super::sql::SqlConfig;
-use super::statement::{JOB_KIND, MAX_POLL_ERRORS};
+use super::statement::JOB_KIND;
 use super::unload::UnloadConfig;
+use crate::aws::job::MAX_POLL_FAILURES;
 
 const ID: &str = "d9b6c0c9-0747-4bf4-b142-e8883122f766";
 const ROLE: &str = "arn:aws:iam::123456789012:role/redshift-loader";
 
-/// What happened, in order: job-store calls and the requests the matchers saw.
-type Events = Arc<Mutex<Vec<String>>>;
-
-/// An in-memory external-job store that logs its calls to `events`.
-struct Jobs {
-    events: Events,
-}
-
-#[async_trait::async_trait]
-impl ExternalJobStore for Jobs {
-    async fn record(&self, job: ExternalJob) -> Result<(), TaskError> {
-        assert_eq!(job.kind, JOB_KIND);
-        self.events.lock().unwrap().push(format!("record {}", job.id));
-        Ok(())
-    }
-
-    async fn clear(&self) -> Result<(), TaskError> {
-        self.events.lock().unwrap().push("clear".into());
-        Ok(())
+/// An attempt of task `load` of DAG `warehouse`; a retry when it finds a recorded statement.
+fn task(recorded: Option<&str>) -> TestTask {
+    let builder = TaskContext::test_builder().dag_id("warehouse").run_id("manual__2024-03-01").task_id("load");
+    match recorded {
+        Some(id) => builder.try_number(2).recorded(ExternalJob { kind: JOB_KIND.into(), id: id.into(), detail: Default::default() }).build(),
+        None => builder.build(),
     }
 }
 
-struct Harness {
-    ctx: TaskContext,
-    log: Arc<MemoryLog>,
-    events: Events,
-}
-
-impl Harness {
-    fn new(recorded: Option<&str>) -> Harness {
-        let log = Arc::new(MemoryLog::default());
-        let events: Events = Arc::default();
-        let ctx = TaskContext {
-            dag_id: "warehouse".into(),
-            run_id: "manual__2024-03-01".into(),
-            task_id: "load".into(),
-            try_number: 1,
-            max_tries: 3,
-            logical_date: Default::default(),
-            log: log.clone(),
-            cancel: CancellationToken::new(),
-            external_job: recorded.map(|id| ExternalJob { kind: JOB_KIND.into(), id: id.into(), detail: Default::default() }),
-            external_jobs: Arc::new(Jobs { events: events.clone() }),
-            secrets: Arc::new(Vec::new()),
-            work_dir: std::env::temp_dir(),
-            attempt_id: "warehouse/manual__2024-03-01/load/1".into(),
-            die_with_flowctl: false,
-            connections: Arc::new(Connections::default()),
-            history: Arc::new(NoHistory),
-            slot: Slot::default(),
-            shutdown: CancellationToken::new(),
-        };
-        Harness { ctx, log, events }
-    }
-
-    fn events(&self) -> Vec<String> {
-        self.events.lock().unwrap().clone()
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lines().join("\n")
-    }
+/// The journal's entry for the record of statement [`ID`] on cluster `analytics`.
+fn record() -> String {
+    format!(r#"record {JOB_KIND} {ID} {{"target": "cluster analytics, database dev"}}"#)
 }
 
 fn conn() -> AwsConnection {
@@ -115,12 +64,12 @@ fn described(status: StatusString) -> DescribeStatementOutput {
     DescribeStatementOutput::builder().id(ID).status(status).result_rows(-1).build().unwrap()
 }
 
-/// DescribeStatement replies in order; each request is logged to `events`.
-fn describe_rule(events: &Events, replies: Vec<DescribeStatementOutput>) -> Rule {
-    let events = events.clone();
+/// DescribeStatement replies in order; each request goes to the journal.
+fn describe_rule(journal: &Journal, replies: Vec<DescribeStatementOutput>) -> Rule {
+    let journal = journal.clone();
     let mut sequence = mock!(Client::describe_statement)
         .match_requests(move |req| {
-            events.lock().unwrap().push(format!("describe {}", req.id().unwrap_or("")));
+            journal.push(format!("describe {}", req.id().unwrap_or("")));
             true
         })
         .sequence();
@@ -131,11 +80,11 @@ fn describe_rule(events: &Events, replies: Vec<DescribeStatementOutput>) -> Rule
 }
 
 /// ExecuteStatement answering with [`ID`], capturing the request.
-fn execute_rule(events: &Events, sent: &Arc<Mutex<Option<ExecuteStatementInput>>>) -> Rule {
-    let (events, sent) = (events.clone(), sent.clone());
+fn execute_rule(journal: &Journal, sent: &Arc<Mutex<Option<ExecuteStatementInput>>>) -> Rule {
+    let (journal, sent) = (journal.clone(), sent.clone());
     mock!(Client::execute_statement)
         .match_requests(move |req| {
-            events.lock().unwrap().push("execute".into());
+            journal.push("execute");
             *sent.lock().unwrap() = Some(req.clone());
             true
         })
@@ -143,15 +92,26 @@ fn execute_rule(events: &Events, sent: &Arc<Mutex<Option<ExecuteStatementInput>>
 }
 
 /// BatchExecuteStatement answering with [`ID`], capturing the request.
-fn batch_rule(events: &Events, sent: &Arc<Mutex<Option<BatchExecuteStatementInput>>>) -> Rule {
-    let (events, sent) = (events.clone(), sent.clone());
+fn batch_rule(journal: &Journal, sent: &Arc<Mutex<Option<BatchExecuteStatementInput>>>) -> Rule {
+    let (journal, sent) = (journal.clone(), sent.clone());
     mock!(Client::batch_execute_statement)
         .match_requests(move |req| {
-            events.lock().unwrap().push("batch".into());
+            journal.push("batch");
             *sent.lock().unwrap() = Some(req.clone());
             true
         })
         .then_output(|| BatchExecuteStatementOutput::builder().id(ID).build())
+}
+
+/// CancelStatement, accepted.
+fn cancel_rule(journal: &Journal) -> Rule {
+    let journal = journal.clone();
+    mock!(Client::cancel_statement)
+        .match_requests(move |req| {
+            journal.push(format!("cancel {}", req.id().unwrap_or("")));
+            true
+        })
+        .then_output(|| CancelStatementOutput::builder().status(true).build())
 }
 
 fn finished_batch(rows: &[i64]) -> DescribeStatementOutput {
@@ -187,11 +147,11 @@ fn sql_config() -> SqlConfig {
 
 #[tokio::test(start_paused = true)]
 async fn a_statement_goes_submitted_started_finished_and_its_rows_are_fetched() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let execute = execute_rule(&h.events, &sent);
+    let execute = execute_rule(h.jobs.journal(), &sent);
     let describe = describe_rule(
-        &h.events,
+        h.jobs.journal(),
         vec![
             described(StatusString::Submitted),
             described(StatusString::Started),
@@ -263,8 +223,8 @@ async fn a_statement_goes_submitted_started_finished_and_its_rows_are_fetched() 
     // The id is recorded before the first poll, and forgotten once the statement has ended.
     let describe_call = format!("describe {ID}");
     assert_eq!(
-        h.events(),
-        ["execute".to_string(), format!("record {ID}"), describe_call.clone(), describe_call.clone(), describe_call.clone(), describe_call, "clear".into()]
+        h.journal(),
+        ["execute".to_string(), record(), describe_call.clone(), describe_call.clone(), describe_call.clone(), describe_call, "clear".into()]
     );
     // Each state is logged once, however many polls saw it.
     assert_eq!(
@@ -281,11 +241,11 @@ async fn a_statement_goes_submitted_started_finished_and_its_rows_are_fetched() 
 
 #[tokio::test(start_paused = true)]
 async fn fetch_stops_at_the_limit_and_says_rows_were_left() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let execute = execute_rule(&h.events, &sent);
+    let execute = execute_rule(h.jobs.journal(), &sent);
     let describe = describe_rule(
-        &h.events,
+        h.jobs.journal(),
         vec![DescribeStatementOutput::builder().id(ID).status(StatusString::Finished).result_rows(3).has_result_set(true).build().unwrap()],
     );
     let page = GetStatementResultOutput::builder()
@@ -310,11 +270,11 @@ async fn fetch_stops_at_the_limit_and_says_rows_were_left() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_statement_fails_the_task_with_redshifts_error() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let execute = execute_rule(&h.events, &sent);
+    let execute = execute_rule(h.jobs.journal(), &sent);
     let describe = describe_rule(
-        &h.events,
+        h.jobs.journal(),
         vec![
             described(StatusString::Started),
             DescribeStatementOutput::builder()
@@ -336,14 +296,14 @@ async fn a_failed_statement_fails_the_task_with_redshifts_error() {
         format!("statement {ID} on cluster analytics, database dev failed: ERROR: relation \"public.loans\" does not exist")
     );
     // The statement has ended: a retry must submit a fresh one.
-    assert_eq!(h.events().last().map(String::as_str), Some("clear"));
+    assert_eq!(h.journal().last().map(String::as_str), Some("clear"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_batch_names_the_statement_that_failed() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let batch = batch_rule(&h.events, &sent);
+    let batch = batch_rule(h.jobs.journal(), &sent);
     let failed = DescribeStatementOutput::builder()
         .id(ID)
         .status(StatusString::Failed)
@@ -362,7 +322,7 @@ async fn a_failed_batch_names_the_statement_that_failed() {
         .sub_statements(SubStatementData::builder().id(format!("{ID}:3")).status(StatementStatusString::Aborted).query_string("COMMIT").build().unwrap())
         .build()
         .unwrap();
-    let describe = describe_rule(&h.events, vec![failed]);
+    let describe = describe_rule(h.jobs.journal(), vec![failed]);
     let client = client(&[&batch, &describe]);
     let settings: SqlConfig = config(json!({
         "workgroup_name": "wg",
@@ -383,10 +343,10 @@ async fn a_failed_batch_names_the_statement_that_failed() {
 
 #[tokio::test(start_paused = true)]
 async fn an_aborted_statement_fails_the_task() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let execute = execute_rule(&h.events, &sent);
-    let describe = describe_rule(&h.events, vec![described(StatusString::Aborted)]);
+    let execute = execute_rule(h.jobs.journal(), &sent);
+    let describe = describe_rule(h.jobs.journal(), vec![described(StatusString::Aborted)]);
     let client = client(&[&execute, &describe]);
 
     let err = super::sql::run(&client, &conn(), sql_config(), &h.ctx).await.unwrap_err();
@@ -395,7 +355,7 @@ async fn an_aborted_statement_fails_the_task() {
         err.message,
         format!("statement {ID} on cluster analytics, database dev was aborted (cancelled outside flowctl, or stopped by a workload management rule)")
     );
-    assert_eq!(h.events().last().map(String::as_str), Some("clear"));
+    assert_eq!(h.journal().last().map(String::as_str), Some("clear"));
 }
 
 /// A throttled or failing DescribeStatement, as the Data API sends it (awsJson 1.1).
@@ -405,9 +365,9 @@ fn throttled() -> (u16, Option<String>) {
 
 #[tokio::test(start_paused = true)]
 async fn throttling_during_the_poll_is_waited_out() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let execute = execute_rule(&h.events, &sent);
+    let execute = execute_rule(h.jobs.journal(), &sent);
     let (status, body) = throttled();
     let describe = mock!(Client::describe_statement)
         .sequence()
@@ -429,44 +389,43 @@ async fn throttling_during_the_poll_is_waited_out() {
     let log = h.log_text();
     assert!(
         log.contains(&format!(
-            "DescribeStatement of statement {ID}: AWS in eu-west-1 is throttling requests (ThrottlingException: Rate exceeded), still after 5 tries with backoff; polling again in 5s (1 of {MAX_POLL_ERRORS} failures in a row allowed)"
+            "poll 1 of {MAX_POLL_FAILURES} allowed in a row failed, trying again in 5s: DescribeStatement of statement {ID}: AWS in eu-west-1 is throttling requests (ThrottlingException: Rate exceeded), still after 5 tries with backoff"
         )),
         "{log}"
     );
-    assert!(log.contains("polling again in 10s (2 of"), "the wait doubles after each failure:\n{log}");
-    assert!(log.contains("polling again in 20s (3 of"), "{log}");
+    assert!(log.contains("poll 2 of 10 allowed in a row failed, trying again in 10s: "), "the wait doubles after each failure:\n{log}");
+    assert!(log.contains("poll 3 of 10 allowed in a row failed, trying again in 20s: "), "{log}");
     // 5s after STARTED, then 5 + 10 + 20 s of backoff.
     assert_eq!(started.elapsed(), std::time::Duration::from_secs(40));
 }
 
 #[tokio::test(start_paused = true)]
 async fn polling_gives_up_after_repeated_errors_and_keeps_the_record_for_the_retry() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let execute = execute_rule(&h.events, &sent);
+    let execute = execute_rule(h.jobs.journal(), &sent);
     let (status, body) = throttled();
-    let describe = mock!(Client::describe_statement).sequence().http_status(status, body).times(MAX_POLL_ERRORS as usize).build();
+    let describe = mock!(Client::describe_statement).sequence().http_status(status, body).times(MAX_POLL_FAILURES as usize).build();
     let client = client(&[&execute, &describe]);
 
     let err = super::sql::run(&client, &conn(), sql_config(), &h.ctx).await.unwrap_err();
 
     assert_eq!(err.kind, ErrorKind::Retryable);
-    assert!(
-        err.message.starts_with(&format!(
-            "gave up polling statement {ID} after {MAX_POLL_ERRORS} failed DescribeStatement calls in a row; it may still be running, and a retry reattaches to it: "
-        )),
-        "{}",
-        err.message
+    assert_eq!(
+        err.message,
+        format!(
+            "DescribeStatement of statement {ID}: AWS in eu-west-1 is throttling requests (ThrottlingException: Rate exceeded), still after 5 tries with backoff ({MAX_POLL_FAILURES} polls in a row failed; a retry reattaches)"
+        )
     );
-    assert_eq!(h.events(), ["execute".to_string(), format!("record {ID}")], "the record stays for the retry");
+    assert_eq!(h.journal(), ["execute".to_string(), record()], "the record stays for the retry");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_retry_reattaches_to_the_recorded_statement_without_submitting_it() {
-    let h = Harness::new(Some(ID));
+    let h = task(Some(ID));
     // Only DescribeStatement is scripted: an ExecuteStatement would not match and fail the test.
     let describe = describe_rule(
-        &h.events,
+        h.jobs.journal(),
         vec![described(StatusString::Started), DescribeStatementOutput::builder().id(ID).status(StatusString::Finished).result_rows(12).build().unwrap()],
     );
     let client = client(&[&describe]);
@@ -476,7 +435,7 @@ async fn a_retry_reattaches_to_the_recorded_statement_without_submitting_it() {
     let outcome = super::sql::run(&client, &conn(), settings, &h.ctx).await.unwrap();
 
     assert_eq!(outputs(outcome), json!({"statement_id": ID, "rows_affected": 12}));
-    assert_eq!(h.events(), [format!("describe {ID}"), format!("describe {ID}"), "clear".into()]);
+    assert_eq!(h.journal(), [format!("describe {ID}"), format!("describe {ID}"), "clear".into()]);
     assert_eq!(
         h.log.lines()[0],
         format!("reattaching to statement {ID}, submitted by an earlier attempt (the SQL is not submitted again)")
@@ -485,7 +444,7 @@ async fn a_retry_reattaches_to_the_recorded_statement_without_submitting_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_recorded_statement_the_data_api_no_longer_knows_is_forgotten() {
-    let h = Harness::new(Some(ID));
+    let h = task(Some(ID));
     let describe = mock!(Client::describe_statement).sequence().http_status(
         400,
         Some(r#"{"__type":"ResourceNotFoundException","message":"Query does not exist.","ResourceId":"x"}"#.to_string()),
@@ -499,41 +458,35 @@ async fn a_recorded_statement_the_data_api_no_longer_knows_is_forgotten() {
         err.message,
         format!("statement {ID} is unknown to the Data API on cluster analytics, database dev (Query does not exist); it keeps statements for 24 hours: check whether its work was done, then run the task again")
     );
-    assert_eq!(h.events(), ["clear"]);
+    assert_eq!(h.journal(), ["clear"]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_the_task_cancels_the_statement() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let execute = execute_rule(&h.events, &sent);
+    let execute = execute_rule(h.jobs.journal(), &sent);
     let cancel = h.ctx.cancel.clone();
     // The task is cancelled while the statement runs.
     let describe = mock!(Client::describe_statement).then_compute_output(move |_| {
         cancel.cancel();
         described(StatusString::Started)
     });
-    let events = h.events.clone();
-    let cancel_statement = mock!(Client::cancel_statement)
-        .match_requests(move |req| {
-            events.lock().unwrap().push(format!("cancel {}", req.id().unwrap_or("")));
-            true
-        })
-        .then_output(|| CancelStatementOutput::builder().status(true).build());
+    let cancel_statement = cancel_rule(h.jobs.journal());
     let client = client(&[&execute, &describe, &cancel_statement]);
 
     let err = super::sql::run(&client, &conn(), sql_config(), &h.ctx).await.unwrap_err();
 
     assert_eq!(err, TaskError::cancelled());
-    assert_eq!(h.events(), ["execute".to_string(), format!("record {ID}"), format!("cancel {ID}"), "clear".into()]);
+    assert_eq!(h.journal(), ["execute".to_string(), record(), format!("cancel {ID}"), "clear".into()]);
     assert!(h.log_text().contains(&format!("cancelled statement {ID} at Redshift (CancelStatement)")), "{}", h.log_text());
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_stopping_flowctl_leaves_the_statement_running_for_the_next_start() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let execute = execute_rule(&h.events, &sent);
+    let execute = execute_rule(h.jobs.journal(), &sent);
     let (cancel, shutdown) = (h.ctx.cancel.clone(), h.ctx.shutdown.clone());
     let describe = mock!(Client::describe_statement).then_compute_output(move |_| {
         shutdown.cancel();
@@ -546,15 +499,32 @@ async fn a_stopping_flowctl_leaves_the_statement_running_for_the_next_start() {
     let err = super::sql::run(&client, &conn(), sql_config(), &h.ctx).await.unwrap_err();
 
     assert_eq!(err.message, format!("flowctl stopped while statement {ID} ran; the next start reattaches to it"));
-    assert_eq!(h.events(), ["execute".to_string(), format!("record {ID}")], "the record is kept");
+    assert_eq!(h.journal(), ["execute".to_string(), record()], "the record is kept");
+    assert_eq!(h.log.lines().last().unwrap(), &format!("flowctl is stopping: leaving statement {ID} running; the next start reattaches"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_statement_whose_id_cannot_be_recorded_is_cancelled() {
+    let h = task(None);
+    h.jobs.refuse_records("cannot write the store: disk full");
+    let sent = Arc::default();
+    let execute = execute_rule(h.jobs.journal(), &sent);
+    let cancel_statement = cancel_rule(h.jobs.journal());
+    // No DescribeStatement is scripted: an unrecorded statement is not waited for.
+    let client = client(&[&execute, &cancel_statement]);
+
+    let err = super::sql::run(&client, &conn(), sql_config(), &h.ctx).await.unwrap_err();
+
+    assert_eq!(err, TaskError::retryable("cannot write the store: disk full"));
+    assert_eq!(h.journal(), ["execute".to_string(), format!("record refused {JOB_KIND} {ID}"), format!("cancel {ID}")]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_batch_goes_to_a_serverless_workgroup_with_batch_execute_statement() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let batch = batch_rule(&h.events, &sent);
-    let describe = describe_rule(&h.events, vec![described(StatusString::Picked), finished_batch(&[0, 42, -1])]);
+    let batch = batch_rule(h.jobs.journal(), &sent);
+    let describe = describe_rule(h.jobs.journal(), vec![described(StatusString::Picked), finished_batch(&[0, 42, -1])]);
     let client = client(&[&batch, &describe]);
     let settings: SqlConfig = config(json!({
         "workgroup_name": "analytics-wg",
@@ -585,7 +555,7 @@ async fn a_batch_goes_to_a_serverless_workgroup_with_batch_execute_statement() {
 }
 
 fn copy_settings(extra: Value) -> CopyConfig {
-    let mut with = json!({
+    let with = json!({
         "cluster_identifier": "analytics",
         "database": "dev",
         "db_user": "etl",
@@ -593,17 +563,23 @@ fn copy_settings(extra: Value) -> CopyConfig {
         "from": "s3://lake/loans/2024-03-01/",
         "iam_role": ROLE,
     });
+    config(merged(&with, extra))
+}
+
+/// `base` with the keys of `extra` added or replaced.
+fn merged(base: &Value, extra: Value) -> Value {
+    let mut with = base.clone();
     with.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    config(with)
+    with
 }
 
 #[tokio::test(start_paused = true)]
 async fn copy_append_runs_one_copy_with_every_option_quoted() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let execute = execute_rule(&h.events, &sent);
+    let execute = execute_rule(h.jobs.journal(), &sent);
     let describe = describe_rule(
-        &h.events,
+        h.jobs.journal(),
         vec![DescribeStatementOutput::builder().id(ID).status(StatusString::Finished).result_rows(1500).build().unwrap()],
     );
     let client = client(&[&execute, &describe]);
@@ -636,10 +612,10 @@ async fn copy_append_runs_one_copy_with_every_option_quoted() {
 
 #[tokio::test(start_paused = true)]
 async fn copy_replace_deletes_and_copies_in_one_transaction() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let batch = batch_rule(&h.events, &sent);
-    let describe = describe_rule(&h.events, vec![finished_batch(&[0, 900, 1000, 0])]);
+    let batch = batch_rule(h.jobs.journal(), &sent);
+    let describe = describe_rule(h.jobs.journal(), vec![finished_batch(&[0, 900, 1000, 0])]);
     let client = client(&[&batch, &describe]);
     let settings = copy_settings(json!({"mode": "replace", "format": "parquet"}));
 
@@ -659,10 +635,10 @@ async fn copy_replace_deletes_and_copies_in_one_transaction() {
 
 #[tokio::test(start_paused = true)]
 async fn copy_upsert_stages_then_deletes_matching_keys_and_inserts() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let batch = batch_rule(&h.events, &sent);
-    let describe = describe_rule(&h.events, vec![finished_batch(&[0, 0, 250, 40, 250, 0])]);
+    let batch = batch_rule(h.jobs.journal(), &sent);
+    let describe = describe_rule(h.jobs.journal(), vec![finished_batch(&[0, 0, 250, 40, 250, 0])]);
     let client = client(&[&batch, &describe]);
     let settings = copy_settings(json!({
         "mode": "upsert",
@@ -690,10 +666,10 @@ async fn copy_upsert_stages_then_deletes_matching_keys_and_inserts() {
 
 #[tokio::test(start_paused = true)]
 async fn copy_upsert_with_columns_inserts_only_those_columns() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let batch = batch_rule(&h.events, &sent);
-    let describe = describe_rule(&h.events, vec![finished_batch(&[0, 0, 2, 1, 2, 0])]);
+    let batch = batch_rule(h.jobs.journal(), &sent);
+    let describe = describe_rule(h.jobs.journal(), vec![finished_batch(&[0, 0, 2, 1, 2, 0])]);
     let client = client(&[&batch, &describe]);
     let settings = copy_settings(json!({"mode": "upsert", "key": ["id"], "columns": ["id", "amount"], "table": "loans"}));
 
@@ -709,11 +685,11 @@ async fn copy_upsert_with_columns_inserts_only_those_columns() {
 
 #[tokio::test(start_paused = true)]
 async fn unload_quotes_the_query_and_writes_every_option() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let execute = execute_rule(&h.events, &sent);
+    let execute = execute_rule(h.jobs.journal(), &sent);
     let describe = describe_rule(
-        &h.events,
+        h.jobs.journal(),
         vec![described(StatusString::Started), DescribeStatementOutput::builder().id(ID).status(StatusString::Finished).result_rows(321).build().unwrap()],
     );
     let client = client(&[&execute, &describe]);
@@ -751,10 +727,10 @@ async fn unload_quotes_the_query_and_writes_every_option() {
 
 #[tokio::test(start_paused = true)]
 async fn unload_to_parquet_has_only_the_options_parquet_takes() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let execute = execute_rule(&h.events, &sent);
-    let describe = describe_rule(&h.events, vec![DescribeStatementOutput::builder().id(ID).status(StatusString::Finished).result_rows(5).build().unwrap()]);
+    let execute = execute_rule(h.jobs.journal(), &sent);
+    let describe = describe_rule(h.jobs.journal(), vec![DescribeStatementOutput::builder().id(ID).status(StatusString::Finished).result_rows(5).build().unwrap()]);
     let client = client(&[&execute, &describe]);
     let settings: UnloadConfig = config(json!({
         "cluster_identifier": "analytics",
@@ -785,11 +761,7 @@ fn invalid(operator: &str, with: Value) -> (String, String) {
 #[test]
 fn mistakes_are_found_at_compile_time_with_the_field() {
     let base = json!({"cluster_identifier": "c", "database": "dev", "db_user": "etl", "sql": "SELECT 1"});
-    let with = |extra: Value| {
-        let mut w = base.clone();
-        w.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        w
-    };
+    let with = |extra: Value| merged(&base, extra);
     assert_eq!(
         invalid("redshift.sql", with(json!({"db_user": null}))),
         ("".into(), "a provisioned cluster needs `db_user` (temporary credentials for that user) or `secret_arn` (a Secrets Manager secret with the login)".into())
@@ -804,15 +776,11 @@ fn mistakes_are_found_at_compile_time_with_the_field() {
         invalid("redshift.sql", with(json!({"parameters": {"day-1": "x"}}))).0,
         "parameters.day-1"
     );
-    assert_eq!(invalid("redshift.sql", with(json!({"poll_interval": "0s"}))), ("poll_interval".into(), "poll_interval must be longer than zero".into()));
+    assert_eq!(invalid("redshift.sql", with(json!({"poll_interval": "0s"}))), ("poll_interval".into(), "must be longer than zero".into()));
     assert!(invalid("redshift.sql", with(json!({"fecth": true}))).1.starts_with("unknown field `fecth`"));
 
     let copy = json!({"cluster_identifier": "c", "database": "dev", "db_user": "etl", "table": "loans", "from": "s3://lake/x/", "iam_role": ROLE});
-    let copy_with = |extra: Value| {
-        let mut w = copy.clone();
-        w.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        w
-    };
+    let copy_with = |extra: Value| merged(&copy, extra);
     assert_eq!(invalid("redshift.copy", copy_with(json!({"mode": "upsert"}))), ("key".into(), "mode upsert needs `key`: the columns that identify a row".into()));
     assert_eq!(invalid("redshift.copy", copy_with(json!({"key": ["id"]}))), ("key".into(), "applies only to mode upsert".into()));
     assert_eq!(
@@ -846,11 +814,7 @@ fn mistakes_are_found_at_compile_time_with_the_field() {
     assert!(invalid("redshift.copy", copy_with(json!({"mode": "merge"}))).1.starts_with("unknown variant `merge`"));
 
     let unload = json!({"workgroup_name": "wg", "database": "dev", "query": "SELECT 1", "to": "s3://b/p/", "iam_role": "default"});
-    let unload_with = |extra: Value| {
-        let mut w = unload.clone();
-        w.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        w
-    };
+    let unload_with = |extra: Value| merged(&unload, extra);
     assert_eq!(invalid("redshift.unload", unload_with(json!({"format": "parquet", "header": true}))), ("header".into(), "applies only to format csv".into()));
     assert_eq!(
         invalid("redshift.unload", unload_with(json!({"max_file_size_mb": 2}))),

@@ -12,71 +12,62 @@ use super::copy::{check_columns, check_extra_options, check_iam_role};
 use super::sql::{check_statement_name, default_statement_name};
 use super::sqltext::{unload_query, unload_sql, UnloadFormat, UnloadOptions};
 use super::statement::{Request, Runner, Statements};
-use super::target::{self, default_connection, Target};
+use super::target::{self, redshift_settings};
+use crate::aws::settings::{aws_connection, check_optional_duration, check_s3_url};
 
-/// The settings of a `redshift.unload` task.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(rename = "RedshiftUnloadConfig")]
-pub struct UnloadConfig {
-    /// The AWS connection to call the Data API with [default: aws_default].
-    #[serde(default = "default_connection")]
-    pub connection: String,
-    /// A provisioned cluster's identifier. Give this or `workgroup_name`.
-    pub cluster_identifier: Option<String>,
-    /// A Redshift Serverless workgroup's name. Give this or `cluster_identifier`.
-    pub workgroup_name: Option<String>,
-    /// The database the query runs in.
-    pub database: String,
-    /// Provisioned clusters: the database user to get temporary credentials for. Give this or
-    /// `secret_arn`.
-    pub db_user: Option<String>,
-    /// The ARN (or name) of a Secrets Manager secret holding the database login.
-    pub secret_arn: Option<String>,
-    /// The SELECT whose rows are written, as you would run it (its quotes are escaped for you).
-    pub query: String,
-    /// The `s3://bucket/prefix` the files' names start with.
-    pub to: String,
-    /// The IAM role Redshift writes S3 with: its ARN, or `default` for the cluster's default role.
-    pub iam_role: String,
-    /// csv, json or parquet [default: csv].
-    #[serde(default)]
-    pub format: UnloadFormat,
-    /// CSV only: write a header line in each file.
-    #[serde(default)]
-    pub header: bool,
-    /// CSV only: the field delimiter, one character [default: ,].
-    pub delimiter: Option<String>,
-    /// CSV only: the text written for NULL.
-    pub null_as: Option<String>,
-    /// Columns to partition the files by (`col=value/` folders under `to`).
-    #[serde(default)]
-    pub partition_by: Vec<String>,
-    /// With `partition_by`: keep the partition columns in the files too (`INCLUDE`).
-    #[serde(default)]
-    pub partition_include: bool,
-    /// Write a manifest listing the files, at `<to>manifest`.
-    #[serde(default)]
-    pub manifest: bool,
-    /// Replace files already under `to` (`ALLOWOVERWRITE`); without it, UNLOAD fails if any exist.
-    #[serde(default)]
-    pub allow_overwrite: bool,
-    /// Write files in parallel, one or more per slice [default: true]; false writes them one
-    /// after another (`PARALLEL OFF`), in the query's order.
-    #[serde(default = "yes")]
-    pub parallel: bool,
-    /// The largest file to write, in MB (5 to 6200; `MAXFILESIZE`).
-    pub max_file_size_mb: Option<u32>,
-    /// The bucket's region, when it is not the cluster's (`REGION`).
-    pub region: Option<String>,
-    /// More UNLOAD options, appended as written: `ENCRYPTED`, `CLEANPATH`, `EXTENSION 'csv.gz'`,
-    /// `GZIP`...
-    #[serde(default)]
-    pub extra_options: Vec<String>,
-    /// The statement's name in Redshift's query history [default: flowctl/<dag>/<task>].
-    pub statement_name: Option<String>,
-    /// How often to ask whether the unload has ended [default: 5s].
-    pub poll_interval: Option<String>,
+redshift_settings! {
+    /// The settings of a `redshift.unload` task.
+    #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[schemars(rename = "RedshiftUnloadConfig")]
+    pub struct UnloadConfig {
+        /// The database the query runs in.
+        database,
+        /// The SELECT whose rows are written, as you would run it (its quotes are escaped for you).
+        pub query: String,
+        /// The `s3://bucket/prefix` the files' names start with.
+        pub to: String,
+        /// The IAM role Redshift writes S3 with: its ARN, or `default` for the cluster's default role.
+        pub iam_role: String,
+        /// csv, json or parquet [default: csv].
+        #[serde(default)]
+        pub format: UnloadFormat,
+        /// CSV only: write a header line in each file.
+        #[serde(default)]
+        pub header: bool,
+        /// CSV only: the field delimiter, one character [default: ,].
+        pub delimiter: Option<String>,
+        /// CSV only: the text written for NULL.
+        pub null_as: Option<String>,
+        /// Columns to partition the files by (`col=value/` folders under `to`).
+        #[serde(default)]
+        pub partition_by: Vec<String>,
+        /// With `partition_by`: keep the partition columns in the files too (`INCLUDE`).
+        #[serde(default)]
+        pub partition_include: bool,
+        /// Write a manifest listing the files, at `<to>manifest`.
+        #[serde(default)]
+        pub manifest: bool,
+        /// Replace files already under `to` (`ALLOWOVERWRITE`); without it, UNLOAD fails if any exist.
+        #[serde(default)]
+        pub allow_overwrite: bool,
+        /// Write files in parallel, one or more per slice [default: true]; false writes them one
+        /// after another (`PARALLEL OFF`), in the query's order.
+        #[serde(default = "yes")]
+        pub parallel: bool,
+        /// The largest file to write, in MB (5 to 6200; `MAXFILESIZE`).
+        pub max_file_size_mb: Option<u32>,
+        /// The bucket's region, when it is not the cluster's (`REGION`).
+        pub region: Option<String>,
+        /// More UNLOAD options, appended as written: `ENCRYPTED`, `CLEANPATH`, `EXTENSION 'csv.gz'`,
+        /// `GZIP`...
+        #[serde(default)]
+        pub extra_options: Vec<String>,
+        /// The statement's name in Redshift's query history [default: flowctl/<dag>/<task>].
+        pub statement_name: Option<String>,
+        /// How often to ask whether the unload has ended [default: 5s].
+        pub poll_interval: Option<String>,
+    }
 }
 
 fn yes() -> bool {
@@ -84,17 +75,6 @@ fn yes() -> bool {
 }
 
 impl UnloadConfig {
-    /// Where the query runs.
-    pub fn target(&self) -> Target {
-        Target {
-            cluster_identifier: self.cluster_identifier.clone(),
-            workgroup_name: self.workgroup_name.clone(),
-            database: self.database.clone(),
-            db_user: self.db_user.clone(),
-            secret_arn: self.secret_arn.clone(),
-        }
-    }
-
     /// The UNLOAD statement.
     pub fn sql(&self) -> String {
         unload_sql(&UnloadOptions {
@@ -128,7 +108,7 @@ impl Operator for Unload {
     fn check(config: &UnloadConfig) -> Result<(), ConfigError> {
         config.target().check()?;
         target::check_sql("query", unload_query(&config.query))?;
-        target::check_s3_url("to", &config.to)?;
+        check_s3_url("to", &config.to)?;
         check_iam_role(&config.iam_role)?;
         let csv = config.format == UnloadFormat::Csv;
         for (field, set) in [("header", config.header), ("delimiter", config.delimiter.is_some()), ("null_as", config.null_as.is_some())] {
@@ -155,11 +135,11 @@ impl Operator for Unload {
         }
         check_extra_options(&config.extra_options)?;
         check_statement_name(config.statement_name.as_deref())?;
-        target::check_poll_interval(config.poll_interval.as_deref())
+        check_optional_duration("poll_interval", config.poll_interval.as_deref())
     }
 
     async fn execute(&self, config: UnloadConfig, ctx: TaskContext) -> Result<Outcome, TaskError> {
-        let conn = target::aws_connection(&ctx, &config.connection)?;
+        let conn = aws_connection(&ctx, &config.connection)?;
         let client = target::client(&conn).await?;
         run(&client, &conn, config, &ctx).await
     }

@@ -12,9 +12,10 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use super::download::resolve;
-use super::settings::{aws_connection, check_concurrency, check_s3, default_connection, rendered_s3, Allow, Overwrite};
+use super::settings::{check_concurrency, check_s3, rendered_s3, Allow, Overwrite};
 use super::transfer::{head, human_bytes, ObjectInfo, MIB, S3};
 use super::url::{Glob, S3Url};
+use crate::aws::settings::{aws_connection, aws_settings};
 
 /// The largest object one CopyObject may copy.
 const MAX_SINGLE_COPY: u64 = 5 * 1024 * MIB;
@@ -23,26 +24,26 @@ const COPY_PART_SIZE: u64 = 512 * MIB;
 /// Copies in flight when `concurrency` is not set.
 const DEFAULT_COPIES: usize = 8;
 
-/// The settings of an `s3.copy` task.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CopyConfig {
-    /// What to copy: one object (`s3://bucket/key`), everything under a prefix (ending with `/`),
-    /// or the keys a glob matches (`s3://bucket/in/*.csv`).
-    pub source: String,
-    /// Where to: `s3://bucket/prefix/` (objects keep their names, or their keys below the source
-    /// prefix or the glob's first folder with a wildcard), or `s3://bucket/key` for one object.
-    pub destination: String,
-    /// The AWS connection, for both ends [default: aws_default].
-    #[serde(default = "default_connection")]
-    pub connection: String,
-    /// Copies in flight at once (1 to 64) [default: 8].
-    pub concurrency: Option<usize>,
-    /// What to do with destination keys that already exist: `always` replaces them, `never`
-    /// fails naming the first one (and copies nothing), `if_changed` skips objects whose size
-    /// and ETag match [default: always].
-    #[serde(default)]
-    pub overwrite: Overwrite,
+aws_settings! {
+    /// The settings of an `s3.copy` task.
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct CopyConfig {
+        /// What to copy: one object (`s3://bucket/key`), everything under a prefix (ending with `/`),
+        /// or the keys a glob matches (`s3://bucket/in/*.csv`).
+        pub source: String,
+        /// Where to: `s3://bucket/prefix/` (objects keep their names, or their keys below the source
+        /// prefix or the glob's first folder with a wildcard), or `s3://bucket/key` for one object.
+        pub destination: String,
+        /// The AWS connection, for both ends [default: aws_default].
+        connection,
+        /// Copies in flight at once (1 to 64) [default: 8].
+        concurrency,
+        /// What to do with destination keys that already exist: `always` replaces them, `never`
+        /// fails naming the first one (and copies nothing), `if_changed` skips objects whose size
+        /// and ETag match [default: always].
+        overwrite,
+    }
 }
 
 /// The `s3.copy` operator.

@@ -12,24 +12,25 @@ use flowctl_engine::operator::{ConfigError, Operator, Outcome, Outputs, TaskCont
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::settings::{aws_connection, check_s3, default_connection, rendered_s3, Allow};
+use super::settings::{check_s3, rendered_s3, Allow};
 use super::transfer::{list_objects, S3};
+use crate::aws::settings::{aws_connection, aws_settings};
 
 /// S3's limit of keys per DeleteObjects.
 const BATCH: usize = 1000;
 
-/// The settings of an `s3.delete` task.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeleteConfig {
-    /// The objects to delete, as `s3://bucket/key` URLs. Give this or `prefix`.
-    pub keys: Option<Vec<String>>,
-    /// Delete every object under this prefix (`s3://bucket/tmp/run-1/`; a whole bucket is
-    /// refused). Give this or `keys`.
-    pub prefix: Option<String>,
-    /// The AWS connection [default: aws_default].
-    #[serde(default = "default_connection")]
-    pub connection: String,
+aws_settings! {
+    /// The settings of an `s3.delete` task.
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct DeleteConfig {
+        /// The objects to delete, as `s3://bucket/key` URLs. Give this or `prefix`.
+        pub keys: Option<Vec<String>>,
+        /// Delete every object under this prefix (`s3://bucket/tmp/run-1/`; a whole bucket is
+        /// refused). Give this or `keys`.
+        pub prefix: Option<String>,
+        connection,
+    }
 }
 
 /// The `s3.delete` operator.

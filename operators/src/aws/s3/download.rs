@@ -13,34 +13,34 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-use super::settings::{aws_connection, check_concurrency, check_local, check_s3, default_connection, rendered_s3, Allow, Overwrite};
+use super::settings::{check_concurrency, check_local, check_s3, rendered_s3, Allow, Overwrite};
 use super::transfer::{download_to_file, head, human_bytes, list_object_infos, local_etag_like, multipart_part_size, ObjectInfo, S3};
 use super::url::{path_for, Glob, S3Url};
+use crate::aws::settings::{aws_connection, aws_settings};
 
 /// Objects downloaded at once when `concurrency` is not set.
 const DEFAULT_DOWNLOADS: usize = 4;
 
-/// The settings of an `s3.download` task.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DownloadConfig {
-    /// What to download: one object (`s3://bucket/key`), everything under a prefix (ending with
-    /// `/`), or the keys a glob matches (`s3://bucket/in/*.csv`, `s3://bucket/in/**/*.json`).
-    pub source: String,
-    /// The local folder the files go to (created when missing). An object keeps its file name;
-    /// under a prefix or glob, files keep their paths below the prefix (or the glob's first
-    /// folder with a wildcard).
-    pub destination: String,
-    /// The AWS connection [default: aws_default].
-    #[serde(default = "default_connection")]
-    pub connection: String,
-    /// Objects downloaded at once (1 to 64) [default: 4].
-    pub concurrency: Option<usize>,
-    /// What to do with local files that already exist: `always` replaces them, `never` fails
-    /// naming the first one (and downloads nothing), `if_changed` skips files whose size and
-    /// checksum match the object's [default: always].
-    #[serde(default)]
-    pub overwrite: Overwrite,
+aws_settings! {
+    /// The settings of an `s3.download` task.
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct DownloadConfig {
+        /// What to download: one object (`s3://bucket/key`), everything under a prefix (ending with
+        /// `/`), or the keys a glob matches (`s3://bucket/in/*.csv`, `s3://bucket/in/**/*.json`).
+        pub source: String,
+        /// The local folder the files go to (created when missing). An object keeps its file name;
+        /// under a prefix or glob, files keep their paths below the prefix (or the glob's first
+        /// folder with a wildcard).
+        pub destination: String,
+        connection,
+        /// Objects downloaded at once (1 to 64) [default: 4].
+        concurrency,
+        /// What to do with local files that already exist: `always` replaces them, `never` fails
+        /// naming the first one (and downloads nothing), `if_changed` skips files whose size and
+        /// checksum match the object's [default: always].
+        overwrite,
+    }
 }
 
 /// The `s3.download` operator.

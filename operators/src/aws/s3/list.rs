@@ -6,28 +6,29 @@ use flowctl_engine::operator::{ConfigError, Operator, Outcome, Outputs, TaskCont
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::settings::{aws_connection, check_s3, default_connection, rendered_s3, Allow, Size};
+use super::settings::{check_s3, rendered_s3, Allow, Size};
 use super::transfer::{human_bytes, list_object_infos, ObjectInfo, S3};
 use super::url::{Glob, S3Url};
+use crate::aws::settings::{aws_connection, aws_settings};
 
 /// The most objects a listing returns when `max_keys` is not set: outputs are stored with the
 /// run, so a listing of millions belongs in a file, not in outputs.
 const DEFAULT_MAX_KEYS: usize = 10_000;
 
-/// The settings of an `s3.list` task.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ListConfig {
-    /// What to list: every key starting with a prefix (`s3://bucket/in/2024-`, `s3://bucket/`),
-    /// or the keys a glob matches (`s3://bucket/in/*.csv`, `s3://bucket/in/**/*.json`).
-    pub source: String,
-    /// The AWS connection [default: aws_default].
-    #[serde(default = "default_connection")]
-    pub connection: String,
-    /// Leave out objects smaller than this, e.g. `1` to skip empty ones or `1KiB` [default: 0].
-    pub min_size: Option<Size>,
-    /// Fail when more objects than this match, rather than store a huge output [default: 10000].
-    pub max_keys: Option<usize>,
+aws_settings! {
+    /// The settings of an `s3.list` task.
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct ListConfig {
+        /// What to list: every key starting with a prefix (`s3://bucket/in/2024-`, `s3://bucket/`),
+        /// or the keys a glob matches (`s3://bucket/in/*.csv`, `s3://bucket/in/**/*.json`).
+        pub source: String,
+        connection,
+        /// Leave out objects smaller than this, e.g. `1` to skip empty ones or `1KiB` [default: 0].
+        pub min_size: Option<Size>,
+        /// Fail when more objects than this match, rather than store a huge output [default: 10000].
+        pub max_keys: Option<usize>,
+    }
 }
 
 /// The `s3.list` operator.

@@ -4,8 +4,9 @@
 //! - `url.rs`: `s3://bucket/key` URLs, local-or-S3 locations, globs, key and path mapping;
 //! - `transfer.rs`: the client, one upload (multipart above the part size), one download,
 //!   listing, S3's ETag computed locally;
-//! - `settings.rs`: the settings several operators share (connection, overwrite, sizes,
-//!   durations) and their compile-time checks;
+//! - `settings.rs`: the settings several operators share (overwrite, sizes, concurrency,
+//!   locations) and their compile-time checks; the connection and durations are the AWS kit's
+//!   (`aws::settings`);
 //! - one file per operator.
 
 pub mod url;

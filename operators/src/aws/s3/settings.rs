@@ -1,28 +1,16 @@
-//! Settings several S3 operators share, and their compile-time checks.
+//! Settings several S3 operators share, and their compile-time checks; the fields themselves are
+//! written into each `Config` by `aws_settings!` (`connection`, `concurrency`, `overwrite`).
 //!
 //! A setting may hold a template (`s3://lake/{{ ds }}/`): compile checks what the unrendered text
 //! already shows (an `s3://` start, a part size) and leaves the rest to the rendered value, which
 //! the operator parses again before it runs.
 
-use std::time::Duration;
-
-use flowctl_engine::connections::{AwsConnection, AWS_DEFAULT};
-use flowctl_engine::operator::{ConfigError, TaskContext, TaskError};
+use flowctl_engine::operator::{ConfigError, TaskError};
 use flowctl_engine::template::is_template;
 use serde::Deserialize;
 
 use super::transfer::{human_bytes, MAX_PART_SIZE, MIB, MIN_PART_SIZE};
 use super::url::{Glob, S3Url};
-
-/// The connection AWS operators use when `connection:` is not set.
-pub fn default_connection() -> String {
-    AWS_DEFAULT.to_string()
-}
-
-/// The AWS connection a task names, or an error saying how to define it.
-pub fn aws_connection(ctx: &TaskContext, name: &str) -> Result<AwsConnection, TaskError> {
-    ctx.connections.aws(name).map_err(|e| TaskError::fatal(e.0))
-}
 
 /// What to do when the destination already exists.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -113,23 +101,6 @@ pub fn check_concurrency(path: &str, value: Option<usize>) -> Result<(), ConfigE
     }
 }
 
-/// Parses a duration setting (`30s`, `5m`, `1h 30m`), which must be above zero.
-pub fn parse_duration(path: &str, text: &str) -> Result<Duration, String> {
-    let parsed = humantime::parse_duration(text.trim()).map_err(|e| format!("{path}: invalid duration \"{text}\": {e}; write e.g. 30s, 5m or 1h"))?;
-    if parsed.is_zero() {
-        return Err(format!("{path}: must be longer than zero"));
-    }
-    Ok(parsed)
-}
-
-/// Checks a duration setting at compile time (templates are checked once rendered).
-pub fn check_duration(path: &str, text: &str) -> Result<(), ConfigError> {
-    if is_template(text) {
-        return Ok(());
-    }
-    parse_duration(path, text).map(drop).map_err(|e| ConfigError::new(path, e.trim_start_matches(&format!("{path}: ")).to_string()))
-}
-
 /// What a location setting may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allow {
@@ -214,13 +185,9 @@ mod tests {
     }
 
     #[test]
-    fn concurrency_and_durations_are_checked() {
+    fn concurrency_is_checked() {
         assert_eq!(check_concurrency("concurrency", Some(0)).unwrap_err().message, "must be at least 1");
         assert!(check_concurrency("concurrency", Some(64)).is_ok());
-        assert_eq!(check_duration("timeout", "10 parsecs").unwrap_err().message, "invalid duration \"10 parsecs\": unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations); write e.g. 30s, 5m or 1h");
-        assert_eq!(check_duration("timeout", "0s").unwrap_err().message, "must be longer than zero");
-        assert!(check_duration("timeout", "{{ params.t }}").is_ok());
-        assert_eq!(parse_duration("poke_interval", "200ms").unwrap(), Duration::from_millis(200));
     }
 
     #[test]

@@ -18,39 +18,39 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use super::settings::{
-    aws_connection, check_concurrency, check_local, check_part_size, check_s3, default_connection, rendered_s3, Allow, Overwrite, Size,
+    check_concurrency, check_local, check_part_size, check_s3, rendered_s3, Allow, Overwrite, Size,
     DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE,
 };
 use super::transfer::{effective_part_size, head, human_bytes, local_error, local_etag_like, multipart_part_size, upload_file, UploadOptions, S3};
 use super::url::{has_glob_chars, key_for, Glob, S3Url};
+use crate::aws::settings::{aws_connection, aws_settings};
 
-/// The settings of an `s3.upload` task.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UploadConfig {
-    /// What to upload: a local file, a folder (everything under it, keys keep the folder's
-    /// layout), or a glob (`exports/*.csv`, `out/**/*.parquet`; keys keep the layout below the
-    /// glob's first folder with a wildcard). Relative paths are from flowctl's working directory.
-    pub source: String,
-    /// Where to: `s3://bucket/prefix/` (files keep their names, or their paths below a folder or
-    /// glob), or `s3://bucket/key` to give a single file its own key.
-    pub destination: String,
-    /// The AWS connection [default: aws_default].
-    #[serde(default = "default_connection")]
-    pub connection: String,
-    /// The size of each part of a multipart upload, e.g. `16MiB` (5 MiB to 5 GiB); files up to
-    /// this size go in one request [default: 16MiB].
-    pub part_size: Option<Size>,
-    /// Requests in flight at once, parts and files together (1 to 64) [default: 8].
-    pub concurrency: Option<usize>,
-    /// The objects' Content-Type [default: from each file's extension, e.g. text/csv, else
-    /// application/octet-stream].
-    pub content_type: Option<String>,
-    /// What to do with keys that already exist: `always` replaces them, `never` fails naming the
-    /// first one (and uploads nothing), `if_changed` skips files whose size and checksum match
-    /// [default: always].
-    #[serde(default)]
-    pub overwrite: Overwrite,
+aws_settings! {
+    /// The settings of an `s3.upload` task.
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct UploadConfig {
+        /// What to upload: a local file, a folder (everything under it, keys keep the folder's
+        /// layout), or a glob (`exports/*.csv`, `out/**/*.parquet`; keys keep the layout below the
+        /// glob's first folder with a wildcard). Relative paths are from flowctl's working directory.
+        pub source: String,
+        /// Where to: `s3://bucket/prefix/` (files keep their names, or their paths below a folder or
+        /// glob), or `s3://bucket/key` to give a single file its own key.
+        pub destination: String,
+        connection,
+        /// The size of each part of a multipart upload, e.g. `16MiB` (5 MiB to 5 GiB); files up to
+        /// this size go in one request [default: 16MiB].
+        pub part_size: Option<Size>,
+        /// Requests in flight at once, parts and files together (1 to 64) [default: 8].
+        concurrency,
+        /// The objects' Content-Type [default: from each file's extension, e.g. text/csv, else
+        /// application/octet-stream].
+        pub content_type: Option<String>,
+        /// What to do with keys that already exist: `always` replaces them, `never` fails naming the
+        /// first one (and uploads nothing), `if_changed` skips files whose size and checksum match
+        /// [default: always].
+        overwrite,
+    }
 }
 
 /// The `s3.upload` operator.

@@ -15,35 +15,36 @@ use flowctl_engine::operator::{ConfigError, ErrorKind, Operator, Outcome, TaskCo
 use serde::Deserialize;
 
 use super::list::{listing_outputs, matching};
-use super::settings::{aws_connection, check_duration, check_s3, default_connection, parse_duration, rendered_s3, Allow, Size};
+use super::settings::{check_s3, rendered_s3, Allow, Size};
 use super::transfer::{head, human_bytes, ObjectInfo, S3};
 use super::url::S3Url;
+use crate::aws::settings::{aws_connection, aws_settings, check_duration, parse_duration};
 
-/// The settings of an `s3.wait` task.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WaitConfig {
-    /// What to wait for: one object (`s3://bucket/in/{{ ds }}/_SUCCESS`), any object under a
-    /// prefix (ending with `/`), or objects matching a glob (`s3://bucket/in/{{ ds }}/*.csv`).
-    pub source: String,
-    /// How many matching objects must exist (a prefix or glob only) [default: 1].
-    pub min_count: Option<usize>,
-    /// Objects smaller than this do not count, e.g. `1` to ignore empty ones, or `10MiB`
-    /// [default: 0].
-    pub min_size: Option<Size>,
-    /// How long to wait between pokes, e.g. `30s` or `5m`; the task holds no slot meanwhile
-    /// [default: 30s].
-    pub poke_interval: Option<String>,
-    /// How long to wait in all before failing (or skipping, with `soft_fail`), e.g. `6h`; counted
-    /// from the start of each attempt [default: 1h].
-    pub timeout: Option<String>,
-    /// End as skipped instead of failed when the timeout passes, so downstream tasks skip too
-    /// [default: false].
-    #[serde(default)]
-    pub soft_fail: bool,
-    /// The AWS connection [default: aws_default].
-    #[serde(default = "default_connection")]
-    pub connection: String,
+aws_settings! {
+    /// The settings of an `s3.wait` task.
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct WaitConfig {
+        /// What to wait for: one object (`s3://bucket/in/{{ ds }}/_SUCCESS`), any object under a
+        /// prefix (ending with `/`), or objects matching a glob (`s3://bucket/in/{{ ds }}/*.csv`).
+        pub source: String,
+        /// How many matching objects must exist (a prefix or glob only) [default: 1].
+        pub min_count: Option<usize>,
+        /// Objects smaller than this do not count, e.g. `1` to ignore empty ones, or `10MiB`
+        /// [default: 0].
+        pub min_size: Option<Size>,
+        /// How long to wait between pokes, e.g. `30s` or `5m`; the task holds no slot meanwhile
+        /// [default: 30s].
+        pub poke_interval: Option<String>,
+        /// How long to wait in all before failing (or skipping, with `soft_fail`), e.g. `6h`; counted
+        /// from the start of each attempt [default: 1h].
+        pub timeout: Option<String>,
+        /// End as skipped instead of failed when the timeout passes, so downstream tasks skip too
+        /// [default: false].
+        #[serde(default)]
+        pub soft_fail: bool,
+        connection,
+    }
 }
 
 /// The poke interval when none is set.

@@ -2,7 +2,8 @@
 //! request written in the task, waits for it, and reattaches to it after a retry or a restart.
 //!
 //! - `request.rs`: the request's types (checked at compile time) and their mapping to the SDK;
-//! - `train.rs`: job names, create-or-reattach, the wait, stop on cancel or `max_runtime`.
+//! - `train.rs`: the training job as a job of the AWS kit (`aws::job`): its name, chosen and
+//!   recorded before CreateTrainingJob, the wait, StopTrainingJob on cancel or `max_runtime`.
 
 pub mod request;
 pub mod train;

@@ -14,6 +14,8 @@ use flowctl_engine::operator::ConfigError;
 use flowctl_engine::template::is_template;
 use serde::Deserialize;
 
+use crate::aws::settings::check_s3_url;
+
 /// The most channels a training job takes.
 const MAX_CHANNELS: usize = 20;
 /// The most hyperparameters a training job takes.
@@ -466,15 +468,4 @@ pub fn check_role(path: &str, role: &str) -> Result<(), ConfigError> {
         return Ok(());
     }
     Err(ConfigError::new(path, format!("\"{role}\" is not an IAM role ARN; write arn:aws:iam::<account>:role/<name>")))
-}
-
-/// Checks an `s3://bucket/...` URL (unless it is a template).
-pub fn check_s3_url(path: &str, url: &str) -> Result<(), ConfigError> {
-    if is_template(url) {
-        return Ok(());
-    }
-    match url.strip_prefix("s3://") {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
-        _ => Err(ConfigError::new(path, format!("\"{url}\" is not an S3 URL; write s3://bucket/prefix"))),
-    }
 }

@@ -21,89 +21,34 @@ use aws_sdk_sagemaker::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::DateTime;
-use flowctl_engine::connections::{AwsConnection, Connections};
-use flowctl_engine::operator::{ErrorKind, ExternalJob, ExternalJobStore, MemoryLog, NoHistory, Outcome, Slot, TaskContext, TaskError};
+use flowctl_engine::connections::AwsConnection;
+use flowctl_engine::operator::{ErrorKind, ExternalJob, Outcome, TaskContext, TaskError};
+use flowctl_engine::testing::{Journal, TestTask};
 use flowctl_engine::Registry;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
-use super::train::{TrainConfig, JOB_KIND, MAX_POLL_ERRORS};
+use super::train::{TrainConfig, JOB_KIND};
+use crate::aws::job::MAX_POLL_FAILURES;
 
 const NAME: &str = "churn-20240301120000-1-a1b2c3";
 const ARN: &str = "arn:aws:sagemaker:eu-west-1:123456789012:training-job/churn-20240301120000-1-a1b2c3";
 const ROLE: &str = "arn:aws:iam::123456789012:role/sagemaker-training";
 const IMAGE: &str = "685385470294.dkr.ecr.eu-west-1.amazonaws.com/xgboost:1.7-1";
 
-/// What happened, in order: job-store calls and the requests the matchers saw.
-type Events = Arc<Mutex<Vec<String>>>;
-
-/// An in-memory external-job store that logs its calls to `events`.
-struct Jobs {
-    events: Events,
-}
-
-#[async_trait::async_trait]
-impl ExternalJobStore for Jobs {
-    async fn record(&self, job: ExternalJob) -> Result<(), TaskError> {
-        assert_eq!(job.kind, JOB_KIND);
-        self.events.lock().unwrap().push(format!("record {}", job.id));
-        Ok(())
-    }
-
-    async fn clear(&self) -> Result<(), TaskError> {
-        self.events.lock().unwrap().push("clear".into());
-        Ok(())
+/// An attempt of task `train` of DAG `ml_daily` (of two tries); a retry when it finds the job
+/// [`NAME`] recorded.
+fn task(recorded: Option<&str>) -> TestTask {
+    let builder = TaskContext::test_builder().dag_id("ml_daily").run_id("scheduled__2024-03-01T00:00:00+00:00").task_id("train").max_tries(2);
+    match recorded {
+        Some(name) => builder.try_number(2).recorded(ExternalJob { kind: JOB_KIND.into(), id: name.into(), detail: Default::default() }).build(),
+        None => builder.build(),
     }
 }
 
-struct Harness {
-    ctx: TaskContext,
-    log: Arc<MemoryLog>,
-    events: Events,
-}
-
-impl Harness {
-    fn new(recorded: Option<&str>) -> Harness {
-        let log = Arc::new(MemoryLog::default());
-        let events: Events = Arc::default();
-        let ctx = TaskContext {
-            dag_id: "ml_daily".into(),
-            run_id: "scheduled__2024-03-01T00:00:00+00:00".into(),
-            task_id: "train".into(),
-            try_number: 1,
-            max_tries: 2,
-            logical_date: Default::default(),
-            log: log.clone(),
-            cancel: CancellationToken::new(),
-            external_job: recorded.map(|id| ExternalJob { kind: JOB_KIND.into(), id: id.into(), detail: Default::default() }),
-            external_jobs: Arc::new(Jobs { events: events.clone() }),
-            secrets: Arc::new(Vec::new()),
-            work_dir: std::env::temp_dir(),
-            attempt_id: "ml_daily/scheduled__2024-03-01T00:00:00+00:00/train/1".into(),
-            die_with_flowctl: false,
-            connections: Arc::new(Connections::default()),
-            history: Arc::new(NoHistory),
-            slot: Slot::default(),
-            shutdown: CancellationToken::new(),
-        };
-        Harness { ctx, log, events }
-    }
-
-    fn events(&self) -> Vec<String> {
-        self.events.lock().unwrap().clone()
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lines().join("\n")
-    }
-
-    /// The job name the attempt recorded.
-    fn recorded_name(&self) -> String {
-        self.events()
-            .iter()
-            .find_map(|e| e.strip_prefix("record ").map(str::to_string))
-            .expect("a job name was recorded")
-    }
+/// The job name the attempt recorded.
+fn recorded_name(task: &TestTask) -> String {
+    let prefix = format!("record {JOB_KIND} ");
+    task.journal().iter().find_map(|e| e.strip_prefix(&prefix).map(str::to_string)).expect("a job name was recorded")
 }
 
 fn conn() -> AwsConnection {
@@ -137,11 +82,11 @@ fn settings(extra: Value) -> TrainConfig {
 }
 
 /// CreateTrainingJob capturing its request.
-fn create_rule(events: &Events, sent: &Arc<Mutex<Option<CreateTrainingJobInput>>>) -> Rule {
-    let (events, sent) = (events.clone(), sent.clone());
+fn create_rule(journal: &Journal, sent: &Arc<Mutex<Option<CreateTrainingJobInput>>>) -> Rule {
+    let (journal, sent) = (journal.clone(), sent.clone());
     mock!(Client::create_training_job)
         .match_requests(move |req| {
-            events.lock().unwrap().push(format!("create {}", req.training_job_name().unwrap_or("")));
+            journal.push(format!("create {}", req.training_job_name().unwrap_or("")));
             *sent.lock().unwrap() = Some(req.clone());
             true
         })
@@ -185,12 +130,12 @@ fn completed() -> DescribeTrainingJobOutput {
         .build()
 }
 
-/// DescribeTrainingJob replies in order; each request is logged to `events`.
-fn describe_rule(events: &Events, replies: Vec<DescribeTrainingJobOutput>) -> Rule {
-    let events = events.clone();
+/// DescribeTrainingJob replies in order; each request goes to the journal.
+fn describe_rule(journal: &Journal, replies: Vec<DescribeTrainingJobOutput>) -> Rule {
+    let journal = journal.clone();
     let mut sequence = mock!(Client::describe_training_job)
         .match_requests(move |req| {
-            events.lock().unwrap().push(format!("describe {}", req.training_job_name().unwrap_or("")));
+            journal.push(format!("describe {}", req.training_job_name().unwrap_or("")));
             true
         })
         .sequence();
@@ -200,11 +145,11 @@ fn describe_rule(events: &Events, replies: Vec<DescribeTrainingJobOutput>) -> Ru
     sequence.build()
 }
 
-fn stop_rule(events: &Events) -> Rule {
-    let events = events.clone();
+fn stop_rule(journal: &Journal) -> Rule {
+    let journal = journal.clone();
     mock!(Client::stop_training_job)
         .match_requests(move |req| {
-            events.lock().unwrap().push(format!("stop {}", req.training_job_name().unwrap_or("")));
+            journal.push(format!("stop {}", req.training_job_name().unwrap_or("")));
             true
         })
         .then_output(|| StopTrainingJobOutput::builder().build())
@@ -216,11 +161,11 @@ fn outputs(outcome: Outcome) -> Value {
 
 #[tokio::test(start_paused = true)]
 async fn a_job_is_created_recorded_first_and_waited_for_until_it_completes() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let create = create_rule(&h.events, &sent);
+    let create = create_rule(h.jobs.journal(), &sent);
     let describe = describe_rule(
-        &h.events,
+        h.jobs.journal(),
         vec![
             in_progress(&[(SecondaryStatus::Starting, "Preparing the instances for training")]),
             in_progress(&[(SecondaryStatus::Starting, "Preparing the instances for training")]),
@@ -235,15 +180,15 @@ async fn a_job_is_created_recorded_first_and_waited_for_until_it_completes() {
 
     let outcome = super::train::run(&client, &conn(), settings(json!({})), &h.ctx).await.unwrap();
 
-    let name = h.recorded_name();
+    let name = recorded_name(&h);
     assert!(name.starts_with("churn-") && name.len() == "churn-20240301120000-1-a1b2c3".len(), "{name}");
     assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'), "{name}");
     // The name is recorded before the job is created, and forgotten once it has ended.
     let describe_call = format!("describe {name}");
     assert_eq!(
-        h.events(),
+        h.journal(),
         [
-            format!("record {name}"),
+            format!("record {JOB_KIND} {name}"),
             format!("create {name}"),
             describe_call.clone(),
             describe_call.clone(),
@@ -325,9 +270,9 @@ fn failed(reason: &str) -> DescribeTrainingJobOutput {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_job_fails_the_task_with_sagemakers_reason() {
-    let h = Harness::new(Some(NAME));
+    let h = task(Some(NAME));
     let describe = describe_rule(
-        &h.events,
+        h.jobs.journal(),
         vec![in_progress(&[]), failed("AlgorithmError: framework error: XGBoostError: value 0 for Parameter num_class should be greater equal to 1")],
     );
     let client = client(&[&describe]);
@@ -340,13 +285,13 @@ async fn a_failed_job_fails_the_task_with_sagemakers_reason() {
     );
     assert_eq!(err.kind, ErrorKind::Retryable);
     // The job has ended: a retry creates a fresh one.
-    assert_eq!(h.events().last().map(String::as_str), Some("clear"));
+    assert_eq!(h.journal().last().map(String::as_str), Some("clear"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_client_error_is_final() {
-    let h = Harness::new(Some(NAME));
-    let describe = describe_rule(&h.events, vec![failed("ClientError: Data download failed: NoSuchKey s3://ml/churn/train/part-0.csv")]);
+    let h = task(Some(NAME));
+    let describe = describe_rule(h.jobs.journal(), vec![failed("ClientError: Data download failed: NoSuchKey s3://ml/churn/train/part-0.csv")]);
     let client = client(&[&describe]);
 
     let err = super::train::run(&client, &conn(), settings(json!({})), &h.ctx).await.unwrap_err();
@@ -356,13 +301,13 @@ async fn a_client_error_is_final() {
 
 #[tokio::test(start_paused = true)]
 async fn a_job_stopped_outside_flowctl_fails_the_task() {
-    let h = Harness::new(Some(NAME));
+    let h = task(Some(NAME));
     let stopped = DescribeTrainingJobOutput::builder()
         .training_job_name(NAME)
         .training_job_status(TrainingJobStatus::Stopped)
         .secondary_status(SecondaryStatus::Stopped)
         .build();
-    let describe = describe_rule(&h.events, vec![stopped]);
+    let describe = describe_rule(h.jobs.journal(), vec![stopped]);
     let client = client(&[&describe]);
 
     let err = super::train::run(&client, &conn(), settings(json!({})), &h.ctx).await.unwrap_err();
@@ -375,15 +320,15 @@ async fn a_job_stopped_outside_flowctl_fails_the_task() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retry_reattaches_to_the_recorded_job_without_creating_one() {
-    let h = Harness::new(Some(NAME));
+    let h = task(Some(NAME));
     // Only DescribeTrainingJob is scripted: a CreateTrainingJob would not match and fail the test.
-    let describe = describe_rule(&h.events, vec![in_progress(&[(SecondaryStatus::Training, "Training in progress.")]), completed()]);
+    let describe = describe_rule(h.jobs.journal(), vec![in_progress(&[(SecondaryStatus::Training, "Training in progress.")]), completed()]);
     let client = client(&[&describe]);
 
     let outcome = super::train::run(&client, &conn(), settings(json!({})), &h.ctx).await.unwrap();
 
     assert_eq!(outputs(outcome)["job_name"], NAME);
-    assert_eq!(h.events(), [format!("describe {NAME}"), format!("describe {NAME}"), "clear".into()]);
+    assert_eq!(h.journal(), [format!("describe {NAME}"), format!("describe {NAME}"), "clear".into()]);
     assert_eq!(h.log.lines()[0], format!("reattaching to training job {NAME}, recorded by an earlier attempt (no new job is created)"));
 }
 
@@ -393,42 +338,42 @@ fn not_found() -> (u16, Option<String>) {
 
 #[tokio::test(start_paused = true)]
 async fn a_recorded_job_that_was_never_created_is_created_under_its_recorded_name() {
-    let h = Harness::new(Some(NAME));
+    let h = task(Some(NAME));
     let (status, body) = not_found();
     let missing = mock!(Client::describe_training_job).sequence().http_status(status, body).build();
     let sent = Arc::default();
-    let create = create_rule(&h.events, &sent);
-    let describe = describe_rule(&h.events, vec![completed()]);
+    let create = create_rule(h.jobs.journal(), &sent);
+    let describe = describe_rule(h.jobs.journal(), vec![completed()]);
     let client = client(&[&missing, &create, &describe]);
 
     let outcome = super::train::run(&client, &conn(), settings(json!({})), &h.ctx).await.unwrap();
 
     assert_eq!(outputs(outcome)["job_name"], NAME);
-    assert_eq!(h.events(), [format!("create {NAME}"), format!("describe {NAME}"), "clear".into()]);
+    assert_eq!(h.journal(), [format!("create {NAME}"), format!("describe {NAME}"), "clear".into()]);
     assert!(h.log_text().contains(&format!("training job {NAME} was recorded but never created; creating it now")));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_name_already_in_use_is_our_earlier_request_and_is_waited_for() {
-    let h = Harness::new(None);
+    let h = task(None);
     let create = mock!(Client::create_training_job).sequence().http_status(
         400,
         Some(r#"{"__type":"ResourceInUse","message":"Training job names must be unique within an AWS account and region, and a training job with this name already exists"}"#.to_string()),
     );
     let create = create.build();
-    let describe = describe_rule(&h.events, vec![completed()]);
+    let describe = describe_rule(h.jobs.journal(), vec![completed()]);
     let client = client(&[&create, &describe]);
 
     let outcome = super::train::run(&client, &conn(), settings(json!({})), &h.ctx).await.unwrap();
 
-    let name = h.recorded_name();
+    let name = recorded_name(&h);
     assert_eq!(outputs(outcome)["job_name"], name.as_str());
     assert!(h.log_text().contains(&format!("training job {name} exists already (an earlier request created it); waiting for it")));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_request_forgets_the_recorded_name() {
-    let h = Harness::new(None);
+    let h = task(None);
     let create = mock!(Client::create_training_job).sequence().http_status(
         400,
         Some(r#"{"__type":"ValidationException","message":"Could not assume role arn:aws:iam::123456789012:role/sagemaker-training."}"#.to_string()),
@@ -438,17 +383,17 @@ async fn a_refused_request_forgets_the_recorded_name() {
 
     let err = super::train::run(&client, &conn(), settings(json!({})), &h.ctx).await.unwrap_err();
 
-    let name = h.recorded_name();
+    let name = recorded_name(&h);
     assert_eq!(
         err,
         TaskError::fatal(format!("CreateTrainingJob {name}: ValidationException: Could not assume role arn:aws:iam::123456789012:role/sagemaker-training"))
     );
-    assert_eq!(h.events(), [format!("record {name}"), "clear".into()], "no job exists, so nothing is left to reattach to");
+    assert_eq!(h.journal(), [format!("record {JOB_KIND} {name}"), "clear".into()], "no job exists, so nothing is left to reattach to");
 }
 
 #[tokio::test(start_paused = true)]
 async fn throttling_during_the_poll_is_waited_out() {
-    let h = Harness::new(Some(NAME));
+    let h = task(Some(NAME));
     let body = Some(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_string());
     let describe = mock!(Client::describe_training_job)
         .sequence()
@@ -464,38 +409,75 @@ async fn throttling_during_the_poll_is_waited_out() {
     assert_eq!(describe.num_calls(), 3);
     assert!(
         h.log_text().contains(&format!(
-            "DescribeTrainingJob {NAME}: AWS in eu-west-1 is throttling requests (ThrottlingException: Rate exceeded), still after 5 tries with backoff; polling again in 30s (1 of {MAX_POLL_ERRORS} failures in a row allowed)"
+            "poll 1 of {MAX_POLL_FAILURES} allowed in a row failed, trying again in 30s: DescribeTrainingJob {NAME}: AWS in eu-west-1 is throttling requests (ThrottlingException: Rate exceeded), still after 5 tries with backoff"
         )),
         "{}",
         h.log_text()
     );
-    assert!(h.log_text().contains("polling again in 1m (2 of"), "{}", h.log_text());
+    assert!(h.log_text().contains("poll 2 of 10 allowed in a row failed, trying again in 1m: "), "the wait doubles:\n{}", h.log_text());
 }
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_the_task_stops_the_job() {
-    let h = Harness::new(None);
+    let h = task(None);
     let sent = Arc::default();
-    let create = create_rule(&h.events, &sent);
+    let create = create_rule(h.jobs.journal(), &sent);
     let cancel = h.ctx.cancel.clone();
     let describe = mock!(Client::describe_training_job).then_compute_output(move |_| {
         cancel.cancel();
         in_progress(&[(SecondaryStatus::Training, "Training in progress.")])
     });
-    let stop = stop_rule(&h.events);
+    let stop = stop_rule(h.jobs.journal());
     let client = client(&[&create, &describe, &stop]);
 
     let err = super::train::run(&client, &conn(), settings(json!({})), &h.ctx).await.unwrap_err();
 
-    let name = h.recorded_name();
+    let name = recorded_name(&h);
     assert_eq!(err, TaskError::cancelled());
-    assert_eq!(h.events(), [format!("record {name}"), format!("create {name}"), format!("stop {name}"), "clear".into()]);
+    assert_eq!(h.journal(), [format!("record {JOB_KIND} {name}"), format!("create {name}"), format!("stop {name}"), "clear".into()]);
     assert!(h.log_text().contains(&format!("stopped training job {name} at SageMaker (StopTrainingJob)")), "{}", h.log_text());
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_cancel_during_create_training_job_stops_the_job_under_its_recorded_name() {
+    let h = task(None);
+    let (journal, cancel) = (h.jobs.journal().clone(), h.ctx.cancel.clone());
+    let create = mock!(Client::create_training_job)
+        .match_requests(move |req| {
+            journal.push(format!("create {}", req.training_job_name().unwrap_or("")));
+            cancel.cancel();
+            true
+        })
+        .then_output(|| CreateTrainingJobOutput::builder().training_job_arn(ARN).build());
+    let stop = stop_rule(h.jobs.journal());
+    // No DescribeTrainingJob is scripted: the cancelled attempt does not wait for the job.
+    let client = client(&[&create, &stop]);
+
+    let err = super::train::run(&client, &conn(), settings(json!({})), &h.ctx).await.unwrap_err();
+
+    let name = recorded_name(&h);
+    assert_eq!(err, TaskError::cancelled());
+    assert_eq!(h.journal(), [format!("record {JOB_KIND} {name}"), format!("create {name}"), format!("stop {name}"), "clear".into()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_name_that_cannot_be_recorded_creates_no_job() {
+    let h = task(None);
+    h.jobs.refuse_records("cannot write the store: disk full");
+    // Nothing is scripted: any request to SageMaker would fail the test.
+    let client = client(&[]);
+
+    let err = super::train::run(&client, &conn(), settings(json!({})), &h.ctx).await.unwrap_err();
+
+    assert_eq!(err, TaskError::retryable("cannot write the store: disk full"));
+    let refused = h.journal();
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].starts_with(&format!("record refused {JOB_KIND} churn-")), "{refused:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_stopping_flowctl_leaves_the_job_running_for_the_next_start() {
-    let h = Harness::new(Some(NAME));
+    let h = task(Some(NAME));
     let (cancel, shutdown) = (h.ctx.cancel.clone(), h.ctx.shutdown.clone());
     let describe = mock!(Client::describe_training_job).then_compute_output(move |_| {
         shutdown.cancel();
@@ -508,12 +490,14 @@ async fn a_stopping_flowctl_leaves_the_job_running_for_the_next_start() {
     let err = super::train::run(&client, &conn(), settings(json!({})), &h.ctx).await.unwrap_err();
 
     assert_eq!(err.message, format!("flowctl stopped while training job {NAME} ran; the next start reattaches to it"));
-    assert!(h.events().is_empty(), "the record is kept: {:?}", h.events());
+    assert!(h.journal().is_empty(), "the record is kept: {:?}", h.journal());
+    assert_eq!(h.jobs.current().map(|j| j.id).as_deref(), Some(NAME));
+    assert_eq!(h.log.lines().last().unwrap(), &format!("flowctl is stopping: leaving training job {NAME} running; the next start reattaches"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn max_runtime_stops_the_job_and_fails_the_task() {
-    let h = Harness::new(Some(NAME));
+    let h = task(Some(NAME));
     // The job was created 30 minutes ago; max_runtime counts from then, so 30 minutes are left.
     let half_an_hour_ago = SystemTime::now() - Duration::from_secs(1800);
     let running = DescribeTrainingJobOutput::builder()
@@ -523,7 +507,7 @@ async fn max_runtime_stops_the_job_and_fails_the_task() {
         .creation_time(DateTime::from(half_an_hour_ago))
         .build();
     let describe = mock!(Client::describe_training_job).sequence().output(move || running.clone()).repeatedly().build();
-    let stop = stop_rule(&h.events);
+    let stop = stop_rule(h.jobs.journal());
     // The describe rule never runs out, so the rules are matched by operation, not in order.
     let client = mock_client!(aws_sdk_sagemaker, RuleMode::MatchAny, [&describe, &stop], |c| c.retry_config(RetryConfig::disabled()));
     let started = tokio::time::Instant::now();
@@ -534,7 +518,7 @@ async fn max_runtime_stops_the_job_and_fails_the_task() {
         err,
         TaskError::retryable(format!("training job {NAME} ran longer than max_runtime 1h; flowctl stopped it (StopTrainingJob)"))
     );
-    assert_eq!(h.events(), [format!("stop {NAME}"), "clear".into()]);
+    assert_eq!(h.journal(), [format!("stop {NAME}"), "clear".into()]);
     let waited = started.elapsed();
     assert!(waited <= Duration::from_secs(1800) && waited > Duration::from_secs(1790), "stopped after {waited:?}, expected 30m");
     // Polls at 0, 10, 20 minutes and at the deadline.

@@ -2,11 +2,11 @@
 //! logging each secondary status once), and outputs the model artifact's S3 path and the billable
 //! seconds.
 //!
-//! The job's name is made by flowctl, unique per attempt (`<prefix>-<time>-<try>-<run hash>`),
-//! and recorded through the external-job hook *before* CreateTrainingJob is sent. So a retry or a
-//! restarted flowctl always knows the name: it describes that job and waits for it, and creates it
-//! only if SageMaker has never heard of it (flowctl stopped between the record and the request).
-//! No attempt can leave a training job behind that nobody waits for.
+//! The training job is a job of the AWS kit (`aws::job`) that flowctl names: the name is unique per
+//! attempt (`<prefix>-<time>-<try>-<run hash>`) and recorded *before* CreateTrainingJob is sent. So
+//! a retry or a restarted flowctl always knows the name: it describes that job and waits for it,
+//! and creates it only if SageMaker has never heard of it (flowctl stopped between the record and
+//! the request). No attempt can leave a training job behind that nobody waits for.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -16,8 +16,8 @@ use aws_sdk_sagemaker::operation::describe_training_job::DescribeTrainingJobOutp
 use aws_sdk_sagemaker::types::TrainingJobStatus;
 use aws_sdk_sagemaker::Client;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use flowctl_engine::connections::{AwsConnection, AWS_DEFAULT};
-use flowctl_engine::operator::{ConfigError, ErrorKind, ExternalJob, Operator, Outcome, Outputs, TaskContext, TaskError};
+use flowctl_engine::connections::AwsConnection;
+use flowctl_engine::operator::{ConfigError, ErrorKind, ExternalJob, LogSink, Operator, Outcome, Outputs, TaskContext, TaskError};
 use flowctl_engine::template::is_template;
 use serde::Deserialize;
 use serde_json::Value;
@@ -27,6 +27,8 @@ use super::request::{
     VpcConfig,
 };
 use crate::aws::describe_service_error;
+use crate::aws::job::{self, CancelReason, Describe, Job, Progress, StateLines, Watch};
+use crate::aws::settings::{aws_connection, aws_settings, check_duration, parse_duration};
 
 /// The kind of external job `sagemaker.train` records.
 pub const JOB_KIND: &str = "sagemaker_training_job";
@@ -39,67 +41,59 @@ pub const MAX_JOB_NAME: usize = 63;
 /// The longest `job_name_prefix`: the name ends with `-<14-digit time>-<try, up to 3 digits>-<6
 /// hex digits>`.
 pub const MAX_PREFIX: usize = MAX_JOB_NAME - 26;
-/// How many DescribeTrainingJob calls in a row may fail (each after the SDK's own retries)
-/// before the attempt gives up; the job keeps running and a retry reattaches to it.
-pub const MAX_POLL_ERRORS: u32 = 10;
-/// The longest wait between polls after failed ones.
+/// The longest wait between polls after failed ones: a training job takes minutes to hours.
 const MAX_POLL_BACKOFF: Duration = Duration::from_secs(300);
-/// How long a stop waits for StopTrainingJob's answer.
-const STOP_DEADLINE: Duration = Duration::from_secs(20);
 
-fn default_connection() -> String {
-    AWS_DEFAULT.to_string()
-}
-
-/// The settings of a `sagemaker.train` task: the CreateTrainingJob request, and how to wait.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(rename = "SageMakerTrainConfig")]
-pub struct TrainConfig {
-    /// The AWS connection to call SageMaker with [default: aws_default].
-    #[serde(default = "default_connection")]
-    pub connection: String,
-    /// The start of the job's name (letters, digits and '-', at most 37 characters) [default:
-    /// the DAG's and the task's ids]. flowctl appends the time, the try number and a hash of the
-    /// run, so each attempt's job has a name of its own.
-    pub job_name_prefix: Option<String>,
-    /// The training container (image or algorithm) and its input mode.
-    pub algorithm_specification: AlgorithmSpecification,
-    /// The IAM role SageMaker assumes to read the data and write the model.
-    pub role_arn: String,
-    /// The input channels, each on S3.
-    #[serde(default)]
-    pub input_data_config: Vec<Channel>,
-    /// Where the model artifacts go.
-    pub output_data_config: OutputDataConfig,
-    /// The instances that train.
-    pub resource_config: ResourceConfig,
-    /// SageMaker's own limit on the training time.
-    pub stopping_condition: StoppingCondition,
-    /// The algorithm's hyperparameters; values are passed as text.
-    #[serde(default)]
-    pub hyperparameters: BTreeMap<String, Scalar>,
-    /// Environment variables of the training container.
-    #[serde(default)]
-    pub environment: BTreeMap<String, String>,
-    /// Tags of the training job.
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-    /// The VPC the instances run in.
-    pub vpc_config: Option<VpcConfig>,
-    /// Where checkpoints are kept.
-    pub checkpoint_config: Option<CheckpointConfig>,
-    /// Train on spot instances (set `stopping_condition.max_wait_time_in_seconds`).
-    #[serde(default)]
-    pub enable_managed_spot_training: bool,
-    /// Give the training container no network access.
-    #[serde(default)]
-    pub enable_network_isolation: bool,
-    /// Fail the task, and stop the job, when the job has run this long since its creation (e.g.
-    /// `2h`), whatever its own stopping condition says.
-    pub max_runtime: Option<String>,
-    /// How often to ask whether the job has ended [default: 30s].
-    pub poll_interval: Option<String>,
+aws_settings! {
+    /// The settings of a `sagemaker.train` task: the CreateTrainingJob request, and how to wait.
+    #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[schemars(rename = "SageMakerTrainConfig")]
+    pub struct TrainConfig {
+        /// The AWS connection to call SageMaker with [default: aws_default].
+        connection,
+        /// The start of the job's name (letters, digits and '-', at most 37 characters) [default:
+        /// the DAG's and the task's ids]. flowctl appends the time, the try number and a hash of the
+        /// run, so each attempt's job has a name of its own.
+        pub job_name_prefix: Option<String>,
+        /// The training container (image or algorithm) and its input mode.
+        pub algorithm_specification: AlgorithmSpecification,
+        /// The IAM role SageMaker assumes to read the data and write the model.
+        pub role_arn: String,
+        /// The input channels, each on S3.
+        #[serde(default)]
+        pub input_data_config: Vec<Channel>,
+        /// Where the model artifacts go.
+        pub output_data_config: OutputDataConfig,
+        /// The instances that train.
+        pub resource_config: ResourceConfig,
+        /// SageMaker's own limit on the training time.
+        pub stopping_condition: StoppingCondition,
+        /// The algorithm's hyperparameters; values are passed as text.
+        #[serde(default)]
+        pub hyperparameters: BTreeMap<String, Scalar>,
+        /// Environment variables of the training container.
+        #[serde(default)]
+        pub environment: BTreeMap<String, String>,
+        /// Tags of the training job.
+        #[serde(default)]
+        pub tags: BTreeMap<String, String>,
+        /// The VPC the instances run in.
+        pub vpc_config: Option<VpcConfig>,
+        /// Where checkpoints are kept.
+        pub checkpoint_config: Option<CheckpointConfig>,
+        /// Train on spot instances (set `stopping_condition.max_wait_time_in_seconds`).
+        #[serde(default)]
+        pub enable_managed_spot_training: bool,
+        /// Give the training container no network access.
+        #[serde(default)]
+        pub enable_network_isolation: bool,
+        /// Fail the task, and stop the job, when the job has run this long since its creation (e.g.
+        /// `2h`), whatever its own stopping condition says.
+        pub max_runtime: Option<String>,
+        /// How often to ask whether the job has ended [default: 30s].
+        pub poll_interval: Option<String>,
+    }
 }
 
 impl TrainConfig {
@@ -164,16 +158,6 @@ pub fn job_name(prefix: &str, run_id: &str, try_number: u32, now: SystemTime) ->
     name
 }
 
-/// Parses a duration setting, which must be above zero.
-fn parse_duration(field: &str, text: &str) -> Result<Duration, String> {
-    let parsed = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("invalid duration \"{text}\" for {field}: {e}; write e.g. 30s, 5m or 2h"))?;
-    if parsed.is_zero() {
-        return Err(format!("{field} must be longer than zero"));
-    }
-    Ok(parsed)
-}
-
 /// The `sagemaker.train` operator.
 pub struct Train;
 
@@ -191,16 +175,14 @@ impl Operator for Train {
         config.request().check()?;
         for (field, value) in [("max_runtime", &config.max_runtime), ("poll_interval", &config.poll_interval)] {
             if let Some(text) = value {
-                if !is_template(text) {
-                    parse_duration(field, text).map_err(|e| ConfigError::new(field, e))?;
-                }
+                check_duration(field, text)?;
             }
         }
         Ok(())
     }
 
     async fn execute(&self, config: TrainConfig, ctx: TaskContext) -> Result<Outcome, TaskError> {
-        let conn = ctx.connections.aws(&config.connection).map_err(|e| TaskError::fatal(e.0))?;
+        let conn = aws_connection(&ctx, &config.connection)?;
         let sdk = crate::aws::sdk_config(&conn, SERVICE).await?;
         let client = Client::new(&sdk);
         run(&client, &conn, config, &ctx).await
@@ -209,223 +191,172 @@ impl Operator for Train {
 
 /// One attempt of `sagemaker.train` with a given client.
 pub async fn run(client: &Client, conn: &AwsConnection, config: TrainConfig, ctx: &TaskContext) -> Result<Outcome, TaskError> {
-    let poll_interval = match &config.poll_interval {
-        Some(text) => parse_duration("poll_interval", text).map_err(TaskError::fatal)?,
-        None => DEFAULT_POLL_INTERVAL,
-    };
+    let poll_interval = crate::aws::settings::poll_interval(config.poll_interval.as_deref(), DEFAULT_POLL_INTERVAL)?;
     let max_runtime = config.max_runtime.as_deref().map(|t| parse_duration("max_runtime", t)).transpose().map_err(TaskError::fatal)?;
     if let Some(prefix) = &config.job_name_prefix {
         check_prefix(prefix).map_err(|e| TaskError::fatal(format!("job_name_prefix: {e}")))?;
     }
-    let job = Job { client, conn, ctx, config: &config, poll_interval, max_runtime };
-    let recorded = ctx.external_job.as_ref().filter(|j| j.kind == JOB_KIND).map(|j| j.id.clone());
-    let (name, created) = match recorded {
-        Some(name) => {
-            ctx.log.line(&format!("reattaching to training job {name}, recorded by an earlier attempt (no new job is created)"));
-            (name, false)
-        }
-        None => {
-            let prefix = config.job_name_prefix.clone().unwrap_or_else(|| default_prefix(&ctx.dag_id, &ctx.task_id));
-            let name = job_name(&prefix, &ctx.run_id, ctx.try_number, SystemTime::now());
-            // The name is recorded before the job exists: whatever happens next, the next attempt
-            // knows which job to look for.
-            ctx.external_jobs
-                .record(ExternalJob { kind: JOB_KIND.to_string(), id: name.clone(), detail: BTreeMap::new() })
-                .await?;
-            job.create(&name).await?;
-            (name, true)
-        }
-    };
-    job.wait(&name, created).await
+    let mut training = Training { client, conn, config: &config, max_runtime, name: String::new(), created: false, deadline: None, transitions: 0 };
+    let outputs = job::drive(&mut training, ctx, poll_interval).await?;
+    Ok(Outcome::Success { outputs })
 }
 
-/// One training job of an attempt.
-struct Job<'a> {
+/// The training job of an attempt.
+struct Training<'a> {
     client: &'a Client,
     conn: &'a AwsConnection,
-    ctx: &'a TaskContext,
     config: &'a TrainConfig,
-    poll_interval: Duration,
     max_runtime: Option<Duration>,
+    name: String,
+    /// Whether SageMaker is known to have the job (it accepted it, or described it).
+    created: bool,
+    /// When `max_runtime` runs out, once the job's creation time is known.
+    deadline: Option<tokio::time::Instant>,
+    /// How many secondary status transitions have been logged.
+    transitions: usize,
 }
 
-impl Job<'_> {
-    /// CreateTrainingJob. A job of that name that already exists is ours (the request was sent
-    /// before, and its answer lost), so it is waited for, not an error.
-    async fn create(&self, name: &str) -> Result<(), TaskError> {
-        let send = self.config.request().apply(self.client.create_training_job(), name).send();
-        let reply = tokio::select! {
-            reply = send => reply,
-            // The request may have reached SageMaker: stop the job under the recorded name (or,
-            // when flowctl is stopping, leave the record for the next start to find it).
-            _ = self.ctx.cancel.cancelled() => return Err(self.stop(name).await),
+impl Training<'_> {
+    /// CreateTrainingJob under the recorded name. A job of that name that already exists is ours
+    /// (the request was sent before, and its answer lost), so it is waited for, not an error.
+    /// Returns what to log.
+    async fn create(&mut self) -> Result<String, TaskError> {
+        let name = &self.name;
+        let line = match self.config.request().apply(self.client.create_training_job(), name).send().await {
+            Ok(out) => match out.training_job_arn() {
+                Some(arn) => format!("created training job {name} ({arn})"),
+                None => format!("created training job {name}"),
+            },
+            Err(e) if e.code() == Some("ResourceInUse") => format!("training job {name} exists already (an earlier request created it); waiting for it"),
+            Err(e) => return Err(describe_service_error(&e, &format!("CreateTrainingJob {name}"), self.conn, Some(SERVICE))),
         };
-        match reply {
-            Ok(out) => {
-                match out.training_job_arn() {
-                    Some(arn) => self.ctx.log.line(&format!("created training job {name} ({arn})")),
-                    None => self.ctx.log.line(&format!("created training job {name}")),
-                }
-                Ok(())
-            }
-            Err(e) if e.code() == Some("ResourceInUse") => {
-                self.ctx.log.line(&format!("training job {name} exists already (an earlier request created it); waiting for it"));
-                Ok(())
-            }
-            Err(e) => {
-                let err = describe_service_error(&e, &format!("CreateTrainingJob {name}"), self.conn, Some(SERVICE));
-                if err.kind == ErrorKind::Final {
-                    // Refused: no job exists, so the retry must not look for one.
-                    self.clear().await;
-                }
-                Err(err)
-            }
-        }
+        self.created = true;
+        Ok(line)
     }
 
-    /// Polls the job until it ends, logging status and secondary-status changes once each.
-    async fn wait(&self, name: &str, mut created: bool) -> Result<Outcome, TaskError> {
-        let mut logged_transitions = 0usize;
-        let mut last_status = String::new();
-        let mut errors = 0u32;
-        let mut deadline: Option<tokio::time::Instant> = None;
-        loop {
-            let reply = tokio::select! {
-                biased;
-                _ = self.ctx.cancel.cancelled() => return Err(self.stop(name).await),
-                reply = self.client.describe_training_job().training_job_name(name).send() => reply,
-            };
-            let delay = match reply {
-                Ok(out) => {
-                    errors = 0;
-                    created = true;
-                    logged_transitions = self.log_progress(name, &out, logged_transitions, &mut last_status);
-                    match out.training_job_status() {
-                        Some(TrainingJobStatus::Completed) => {
-                            self.clear().await;
-                            return Ok(Outcome::Success { outputs: outputs(name, &out) });
-                        }
-                        Some(TrainingJobStatus::Failed) => {
-                            self.clear().await;
-                            let reason = out.failure_reason().map(str::trim).filter(|r| !r.is_empty()).unwrap_or("no failure reason given");
-                            let message = format!("training job {name} failed: {reason}");
-                            // A ClientError is the request's fault (data, role, limits): trying
-                            // again cannot help. Algorithm and capacity errors may pass.
-                            return Err(if reason.starts_with("ClientError") { TaskError::fatal(message) } else { TaskError::retryable(message) });
-                        }
-                        Some(TrainingJobStatus::Stopped) => {
-                            self.clear().await;
-                            let secondary = out.secondary_status().map(|s| s.as_str().to_string()).unwrap_or_default();
-                            return Err(TaskError::fatal(format!(
-                                "training job {name} was stopped outside flowctl (secondary status {secondary}); its model, if any, is under {}",
-                                self.config.output_data_config.s3_output_path
-                            )));
-                        }
-                        _ => {}
-                    }
-                    if let Some(limit) = self.max_runtime {
-                        let deadline = *deadline.get_or_insert_with(|| runtime_deadline(&out, limit));
-                        if tokio::time::Instant::now() >= deadline {
-                            self.stop_at_service(name).await;
-                            self.clear().await;
-                            return Err(TaskError::retryable(format!(
-                                "training job {name} ran longer than max_runtime {}; flowctl stopped it (StopTrainingJob)",
-                                humantime::format_duration(limit)
-                            )));
-                        }
-                        self.poll_interval.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
-                    } else {
-                        self.poll_interval
-                    }
-                }
-                Err(e) if !created && is_not_found(&e) => {
-                    // The name was recorded, but flowctl stopped before CreateTrainingJob reached
-                    // SageMaker: create it now, under the recorded name.
-                    self.ctx.log.line(&format!("training job {name} was recorded but never created; creating it now"));
-                    self.create(name).await?;
-                    created = true;
-                    continue;
-                }
-                Err(e) => {
-                    let err = describe_service_error(&e, &format!("DescribeTrainingJob {name}"), self.conn, Some(SERVICE));
-                    if err.kind == ErrorKind::Final {
-                        return Err(err);
-                    }
-                    errors += 1;
-                    if errors >= MAX_POLL_ERRORS {
-                        return Err(TaskError::retryable(format!(
-                            "gave up polling training job {name} after {errors} failed DescribeTrainingJob calls in a row; it may still be running, and a retry reattaches to it: {}",
-                            err.message
-                        )));
-                    }
-                    let delay = backoff(self.poll_interval, errors);
-                    self.ctx.log.line(&format!(
-                        "{}; polling again in {} ({errors} of {MAX_POLL_ERRORS} failures in a row allowed)",
-                        err.message,
-                        humantime::format_duration(delay)
-                    ));
-                    delay
-                }
-            };
-            tokio::select! {
-                biased;
-                _ = self.ctx.cancel.cancelled() => return Err(self.stop(name).await),
-                _ = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
-
-    /// Logs the job's status when it changes, and each secondary status transition not logged yet.
-    /// Returns how many transitions have been logged.
-    fn log_progress(&self, name: &str, out: &DescribeTrainingJobOutput, logged: usize, last_status: &mut String) -> usize {
-        let status = out.training_job_status().map(|s| s.as_str().to_string()).unwrap_or_else(|| "Unknown".into());
-        if status != *last_status {
-            self.ctx.log.line(&format!("training job {name} is {status}"));
-            *last_status = status;
-        }
+    /// Logs each secondary status transition not logged yet.
+    fn log_transitions(&mut self, out: &DescribeTrainingJobOutput, watch: &Watch<'_>) {
         let transitions = out.secondary_status_transitions();
-        for transition in transitions.iter().skip(logged) {
+        for transition in transitions.iter().skip(self.transitions) {
             let secondary = transition.status().map(|s| s.as_str()).unwrap_or("?");
             match transition.status_message().map(str::trim).filter(|m| !m.is_empty()) {
-                Some(message) => self.ctx.log.line(&format!("  {secondary}: {message}")),
-                None => self.ctx.log.line(&format!("  {secondary}")),
+                Some(message) => watch.line(&format!("  {secondary}: {message}")),
+                None => watch.line(&format!("  {secondary}")),
             }
         }
-        transitions.len().max(logged)
+        self.transitions = self.transitions.max(transitions.len());
     }
+}
 
-    /// The task was cancelled while the job ran: leave it running when flowctl itself is stopping
-    /// (the next start reattaches), stop it at SageMaker otherwise.
-    async fn stop(&self, name: &str) -> TaskError {
-        if self.ctx.shutdown.is_cancelled() {
-            self.ctx.log.line(&format!("flowctl is stopping: training job {name} keeps running; the next start reattaches to it"));
-            return TaskError::retryable(format!("flowctl stopped while training job {name} ran; the next start reattaches to it"));
-        }
-        self.stop_at_service(name).await;
-        self.clear().await;
-        TaskError::cancelled()
-    }
+#[async_trait]
+impl Describe for Training<'_> {
+    type Output = Outputs;
+    const MAX_BACKOFF: Duration = MAX_POLL_BACKOFF;
 
-    /// StopTrainingJob, bounded in time; the outcome goes to the log.
-    async fn stop_at_service(&self, name: &str) {
-        match tokio::time::timeout(STOP_DEADLINE, self.client.stop_training_job().training_job_name(name).send()).await {
-            Ok(Ok(_)) => self.ctx.log.line(&format!("stopped training job {name} at SageMaker (StopTrainingJob)")),
-            Ok(Err(e)) => {
-                let err = describe_service_error(&e, &format!("StopTrainingJob {name}"), self.conn, Some(SERVICE));
-                self.ctx.log.line(&format!("could not stop training job {name}: {}", err.message));
+    const STATE_LINES: StateLines = StateLines::Is;
+
+    /// DescribeTrainingJob, logging the status and each secondary status once. A recorded name
+    /// SageMaker never heard of is created now; a job older than `max_runtime` is stopped.
+    async fn describe(&mut self, watch: &mut Watch<'_>) -> Result<Progress<Outputs>, TaskError> {
+        let name = self.name.clone();
+        let out = match self.client.describe_training_job().training_job_name(&name).send().await {
+            Ok(out) => out,
+            Err(e) if !self.created && is_not_found(&e) => {
+                // The name was recorded, but flowctl stopped before CreateTrainingJob reached
+                // SageMaker: create it now, under the recorded name.
+                watch.line(&format!("training job {name} was recorded but never created; creating it now"));
+                return match self.create().await {
+                    Ok(line) => {
+                        watch.line(&line);
+                        Ok(Progress::PollWithin(Duration::ZERO))
+                    }
+                    // Refused: no job exists, so the retry must not look for one.
+                    Err(err) if err.kind == ErrorKind::Final => Ok(Progress::Ended(Err(err))),
+                    Err(err) => Err(err),
+                };
             }
-            Err(_) => self.ctx.log.line(&format!(
-                "StopTrainingJob {name} got no answer within {}s; the job may still be running",
-                STOP_DEADLINE.as_secs()
-            )),
+            Err(e) => return Err(describe_service_error(&e, &format!("DescribeTrainingJob {name}"), self.conn, Some(SERVICE))),
+        };
+        self.created = true;
+        watch.state(&format!("training job {name}"), out.training_job_status().map_or("Unknown", |s| s.as_str()));
+        self.log_transitions(&out, watch);
+        match out.training_job_status() {
+            Some(TrainingJobStatus::Completed) => return Ok(Progress::Ended(Ok(outputs(&name, &out)))),
+            Some(TrainingJobStatus::Failed) => {
+                let reason = out.failure_reason().map(str::trim).filter(|r| !r.is_empty()).unwrap_or("no failure reason given");
+                let message = format!("training job {name} failed: {reason}");
+                // A ClientError is the request's fault (data, role, limits): trying again cannot
+                // help. Algorithm and capacity errors may pass.
+                let err = if reason.starts_with("ClientError") { TaskError::fatal(message) } else { TaskError::retryable(message) };
+                return Ok(Progress::Ended(Err(err)));
+            }
+            Some(TrainingJobStatus::Stopped) => {
+                let secondary = out.secondary_status().map(|s| s.as_str().to_string()).unwrap_or_default();
+                return Ok(Progress::Ended(Err(TaskError::fatal(format!(
+                    "training job {name} was stopped outside flowctl (secondary status {secondary}); its model, if any, is under {}",
+                    self.config.output_data_config.s3_output_path
+                )))));
+            }
+            _ => {}
         }
+        let Some(limit) = self.max_runtime else {
+            return Ok(Progress::Running);
+        };
+        let deadline = *self.deadline.get_or_insert_with(|| runtime_deadline(&out, limit));
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(Progress::Stop(TaskError::retryable(format!(
+                "training job {name} ran longer than max_runtime {}; flowctl stopped it (StopTrainingJob)",
+                humantime::format_duration(limit)
+            ))));
+        }
+        Ok(Progress::PollWithin(deadline - now))
+    }
+}
+
+#[async_trait]
+impl Job for Training<'_> {
+    const KIND: &'static str = JOB_KIND;
+
+    fn choose_name(&mut self, ctx: &TaskContext) -> bool {
+        let prefix = self.config.job_name_prefix.clone().unwrap_or_else(|| default_prefix(&ctx.dag_id, &ctx.task_id));
+        self.name = job_name(&prefix, &ctx.run_id, ctx.try_number, SystemTime::now());
+        true
     }
 
-    /// Forgets the recorded job: it has ended, so a retry creates a fresh one.
-    async fn clear(&self) {
-        if let Err(e) = self.ctx.external_jobs.clear().await {
-            self.ctx.log.line(&format!("could not forget the recorded training job: {}", e.message));
-        }
+    async fn submit(&mut self, _ctx: &TaskContext) -> Result<Vec<String>, TaskError> {
+        Ok(vec![self.create().await?])
+    }
+
+    fn record(&self) -> ExternalJob {
+        ExternalJob { kind: JOB_KIND.to_string(), id: self.name.clone(), detail: BTreeMap::new() }
+    }
+
+    fn reattach(&mut self, job: &ExternalJob, log: &dyn LogSink) -> bool {
+        log.line(&format!("reattaching to training job {}, recorded by an earlier attempt (no new job is created)", job.id));
+        self.name = job.id.clone();
+        true
+    }
+
+    /// StopTrainingJob: SageMaker keeps the model trained so far.
+    async fn cancel(&mut self, _why: CancelReason, log: &dyn LogSink) -> Result<(), TaskError> {
+        let name = &self.name;
+        self.client
+            .stop_training_job()
+            .training_job_name(name)
+            .send()
+            .await
+            .map_err(|e| describe_service_error(&e, &format!("StopTrainingJob {name}"), self.conn, Some(SERVICE)))?;
+        log.line(&format!("stopped training job {name} at SageMaker (StopTrainingJob)"));
+        Ok(())
+    }
+
+    fn name(&self) -> String {
+        format!("training job {}", self.name)
+    }
+
+    fn by_hand(&self) -> String {
+        format!("the job may still run: stop it in the SageMaker console or with: aws sagemaker stop-training-job --training-job-name {}", self.name)
     }
 }
 
@@ -446,13 +377,6 @@ fn is_not_found<E: ProvideErrorMetadata>(err: &E) -> bool {
     let message = err.message().unwrap_or("").to_ascii_lowercase();
     matches!(err.code(), Some("ValidationException" | "ResourceNotFound"))
         && (message.contains("not found") || message.contains("could not find") || message.contains("does not exist"))
-}
-
-/// The wait after `failures` failed polls in a row: the poll interval (at least a second),
-/// doubled per failure, at most five minutes.
-fn backoff(poll_interval: Duration, failures: u32) -> Duration {
-    let base = poll_interval.max(Duration::from_secs(1));
-    base.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_POLL_BACKOFF.max(poll_interval))
 }
 
 /// The outputs of a completed job.
