@@ -75,6 +75,12 @@ enum Command {
         /// `text` for people, `json` for scripts.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// With a DAG: how many of its newest runs to show.
+        #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "all")]
+        limit: u32,
+        /// With a DAG: show every run.
+        #[arg(long)]
+        all: bool,
     },
     /// Run the scheduler, the executor and the HTTP API for the home until SIGTERM or SIGINT.
     Server {
@@ -284,10 +290,10 @@ fn main() -> ExitCode {
             let args = RunArgs { target: dag, params, date, parallelism, config: cli.config.clone() };
             commands::run(home, &args, &registry)
         }
-        Command::Status { dag, run, output } => {
+        Command::Status { dag, run, output, limit, all } => {
             let request = match (dag, run) {
                 (None, _) => Request::Dags,
-                (Some(dag), None) => Request::Runs { dag },
+                (Some(dag), None) => Request::Runs { dag, limit: (!all).then_some(limit as usize) },
                 (Some(dag), Some(run)) => Request::Run { dag, run },
             };
             let style = Style { format: output.into(), ..Style::text() };

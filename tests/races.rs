@@ -42,11 +42,11 @@ impl Api {
     }
 }
 
-/// Sends `request` to the server's `/api/command`; returns the answer.
-fn command(api: &Api, request: &Value) -> Value {
-    let (status, body) = util::http(&api.address, "POST", "/api/command", Some(&api.token), Some(&request.to_string()));
-    assert_eq!(status, 200, "{request}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{request}: {e}: {body}"))
+/// Sends `body` with `method` to `path` of the server's API; returns the status and the answer.
+fn call(api: &Api, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let text = body.map(Value::to_string);
+    let (status, answer) = util::http(&api.address, method, path, Some(&api.token), text.as_deref());
+    (status, serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{method} {path}: {e}: {answer}")))
 }
 
 /// Runs `each` on `n` threads released at the same moment, and collects what they return.
@@ -67,7 +67,7 @@ fn at_once<T: Send + 'static>(n: usize, each: impl Fn(usize) -> T + Send + Sync 
 
 /// The run ids of a DAG, as `status DAG --output json` lists them.
 fn run_ids(cmd: &Cmd, dag: &str) -> Vec<String> {
-    cmd.json(["status", dag, "--output", "json"]).as_array().expect("runs").iter().map(|r| r["run_id"].as_str().expect("run_id").to_string()).collect()
+    cmd.json(["status", dag, "--all", "--output", "json"]).as_array().expect("runs").iter().map(|r| r["run_id"].as_str().expect("run_id").to_string()).collect()
 }
 
 #[test]
@@ -76,11 +76,14 @@ fn two_hundred_concurrent_triggers_give_two_hundred_runs_with_distinct_ids() {
     let server = Server::start(&cmd, &[]);
     let api = Api::of(&server);
     // The same logical date for every trigger: every one of them wants the same first id.
-    let request = json!({"command": "trigger", "dag": "quick", "params": [], "date": "2024-03-01"});
-    let answers = at_once(200, move |_| command(&api, &request));
+    let request = json!({"logical_date": "2024-03-01"});
+    let answers = at_once(200, move |_| call(&api, "POST", "/api/v1/dags/quick/runs", Some(&request)));
     let ids: Vec<String> = answers
         .iter()
-        .map(|a| a["Ok"]["run"]["run_id"].as_str().unwrap_or_else(|| panic!("no run in {a}")).to_string())
+        .map(|(status, a)| {
+            assert_eq!(*status, 201, "{a}");
+            a["run"]["run_id"].as_str().unwrap_or_else(|| panic!("no run in {a}")).to_string()
+        })
         .collect();
     let distinct: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), 200, "200 triggers were answered with {} distinct run ids", distinct.len());
@@ -104,6 +107,27 @@ fn two_hundred_concurrent_triggers_give_two_hundred_runs_with_distinct_ids() {
 }
 
 #[test]
+fn an_idempotency_key_gives_one_run_under_twenty_concurrent_requests() {
+    let (_home, cmd) = setup();
+    let server = Server::start(&cmd, &[]);
+    let api = Api::of(&server);
+    let request = json!({"params": {}, "idempotency_key": "ci-job-4711"});
+    let answers = at_once(20, move |_| call(&api, "POST", "/api/v1/dags/quick/runs", Some(&request)));
+    let created: Vec<&Value> = answers.iter().filter(|(status, _)| *status == 201).map(|(_, a)| a).collect();
+    let replayed: Vec<&Value> = answers.iter().filter(|(status, _)| *status == 200).map(|(_, a)| a).collect();
+    assert_eq!(created.len(), 1, "one request creates the run: {answers:?}");
+    assert_eq!(replayed.len(), 19, "every other is answered with it: {answers:?}");
+    let id = created[0]["run"]["run_id"].as_str().expect("run id");
+    assert!(replayed.iter().all(|a| a["run"]["run_id"] == id && a["created"] == false), "{replayed:?}");
+    assert_eq!(run_ids(&cmd, "quick"), [id.to_string()]);
+    // Another key, another run.
+    let (status, other) = call(&Api::of(&server), "POST", "/api/v1/dags/quick/runs", Some(&json!({"idempotency_key": "ci-job-4712"})));
+    assert_eq!(status, 201, "{other}");
+    assert_ne!(other["run"]["run_id"], id);
+    server.stop().expect_code(0);
+}
+
+#[test]
 fn concurrent_backfills_of_overlapping_ranges_create_each_interval_once() {
     let (_home, cmd) = setup();
     let server = Server::start(&cmd, &[]);
@@ -111,12 +135,13 @@ fn concurrent_backfills_of_overlapping_ranges_create_each_interval_once() {
     let ranges = [("2024-01-01", "2024-01-20"), ("2024-01-10", "2024-01-31"), ("2024-01-05", "2024-01-25"), ("2024-01-01", "2024-01-31")];
     let answers = at_once(8, move |i| {
         let (from, to) = ranges[i % ranges.len()];
-        command(&api, &json!({"command": "backfill", "dag": "daily", "from": from, "to": to, "rerun_failed": false}))
+        call(&api, "POST", "/api/v1/dags/daily/backfills", Some(&json!({"from": from, "to": to})))
     });
     let mut created: Vec<String> = Vec::new();
-    for answer in &answers {
-        for interval in answer["Ok"]["intervals"].as_array().unwrap_or_else(|| panic!("no intervals in {answer}")) {
-            if interval["action"]["action"] == "created" {
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}");
+        for interval in answer["intervals"].as_array().unwrap_or_else(|| panic!("no intervals in {answer}")) {
+            if interval["action"] == "created" {
                 created.push(interval["run_id"].as_str().expect("run id").to_string());
             }
         }
@@ -146,14 +171,18 @@ fn names_in_requests_cannot_reach_outside_the_home() {
     assert!(shown.stderr.contains("invalid DAG id \"..\""), "{}", shown.stderr);
 
     let server = Server::start(&cmd, &[]);
-    for path in ["/api/logs?dag=..%2Ffiles&run=secret&task=run", "/api/logs?dag=quick&run=..%2F..%2Ffiles%2Fsecret%2Frun&task=task"] {
+    for path in [
+        "/api/v1/dags/..%2Ffiles/runs/secret/tasks/run/logs",
+        "/api/v1/dags/quick/runs/..%2F..%2Ffiles%2Fsecret%2Frun/tasks/task/logs",
+        "/api/v1/dags/quick/runs/x/tasks/..%2Ftask/logs",
+    ] {
         let (status, body) = server.http("GET", path, Some(&server.token), None);
-        assert_eq!(status, 404, "{path}: {body}");
-        assert!(body.contains("invalid") && !body.contains("outside the home"), "{path}: {body}");
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains("\"code\":\"bad_request\"") && body.contains("invalid") && !body.contains("outside the home"), "{path}: {body}");
     }
-    let answer = command(&Api::of(&server), &json!({"command": "logs", "dag": "quick", "run": "../x", "task": "t", "attempt": null}));
-    assert_eq!(answer["Err"]["kind"], "bad_request", "{answer}");
-    assert!(answer["Err"]["message"].as_str().unwrap_or_default().starts_with("invalid run id \"../x\""), "{answer}");
+    let (status, answer) = call(&Api::of(&server), "GET", "/api/v1/dags/quick/runs/..%2Fx", None);
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap_or_default().starts_with("invalid run id \"../x\""), "{answer}");
     server.stop().expect_code(0);
 }
 

@@ -9,7 +9,7 @@
 //! and result rows are tested against scripted replies in operators/src/aws/redshift/tests.rs.
 //!
 //! Nothing sleeps: the tests wait for attempt-log lines through inotify, and for runs through the
-//! server's `/api/wait`.
+//! server's API (`?wait=` on a run).
 
 mod util;
 

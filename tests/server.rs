@@ -4,7 +4,7 @@
 //!
 //! Every test runs the real binary in its own temporary home, with servers on port 0. Nothing
 //! sleeps to wait for something: tests read the server's stderr, FIFOs that tasks write to, a
-//! ledger file watched with inotify, or wait for a run through the API (`/api/wait`, answered
+//! ledger file watched with inotify, or wait for a run through the API (`?wait=` on a run, answered
 //! when the run ends). Only the `--dags` folder test polls the CLI, with a bound.
 
 mod util;
@@ -577,24 +577,23 @@ fn the_api_needs_the_token_except_for_health_and_never_shows_it() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["pid"], server.pid());
 
-    let command = r#"{"command":"dags"}"#;
-    let wait = "/api/wait?dag=sv_clear&run=nope";
+    let dags = "/api/v1/dags";
+    let run = "/api/v1/dags/sv_clear/runs/nope";
     let wrong = "0".repeat(64);
     let prefix = &token[..32];
     for (what, token) in [("no token", None), ("a wrong token", Some(wrong.as_str())), ("half the token", Some(prefix)), ("an empty token", Some(""))] {
-        let (status, body) = server.http("POST", "/api/command", token, Some(command));
-        assert_eq!(status, 401, "/api/command with {what}: {body}");
+        let (status, body) = server.http("GET", dags, token, None);
+        assert_eq!(status, 401, "{dags} with {what}: {body}");
         assert!(body.contains("missing or wrong bearer token"), "{body}");
-        let (status, body) = server.http("GET", wait, token, None);
-        assert_eq!(status, 401, "/api/wait with {what}: {body}");
+        let (status, body) = server.http("POST", "/api/v1/dags/sv_clear/runs", token, Some("{}"));
+        assert_eq!(status, 401, "a trigger with {what}: {body}");
     }
     // With the token: answered.
-    let (status, body) = server.http("POST", "/api/command", Some(&token), Some(command));
+    let (status, body) = server.http("GET", dags, Some(&token), None);
     assert_eq!(status, 200, "{body}");
     let answer: Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(answer["Ok"]["reply"], "dags", "{answer:#}");
-    assert_eq!(answer["Ok"]["dags"][0]["dag_id"], "sv_clear", "{answer:#}");
-    let (status, body) = server.http("GET", wait, Some(&token), None);
+    assert_eq!(answer["dags"][0]["dag_id"], "sv_clear", "{answer:#}");
+    let (status, body) = server.http("GET", run, Some(&token), None);
     assert_eq!(status, 404, "{body}");
 
     // The CLI, through the server, and a run whose log is written: none of it shows the token.
@@ -876,9 +875,8 @@ fn listening_beyond_this_machine_needs_an_explicit_token() {
     assert_eq!(server.token, secret);
     let port = server.address.rsplit(':').next().expect("port").to_string();
     let local = format!("127.0.0.1:{port}");
-    let status = r#"{"command":"dags"}"#;
-    assert_eq!(util::http(&local, "POST", "/api/command", Some(secret), Some(status)).0, 200);
-    assert_eq!(util::http(&local, "POST", "/api/command", None, Some(status)).0, 401);
+    assert_eq!(util::http(&local, "GET", "/api/v1/dags", Some(secret), None).0, 200);
+    assert_eq!(util::http(&local, "GET", "/api/v1/dags", None, None).0, 401);
     server.stop().expect_code(0);
 }
 

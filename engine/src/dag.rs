@@ -99,7 +99,7 @@ pub struct Task {
 }
 
 /// When a task may run, given how its upstream tasks ended (Airflow's trigger rules).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerRule {
     /// Every upstream task succeeded (the default).
@@ -189,7 +189,7 @@ impl RetryPolicy {
 }
 
 /// What an alert reacts to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertEvent {
     /// A task failed for good.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::yaml::Pos;
 
 /// How serious a diagnostic is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// The DAG cannot be used.
@@ -22,11 +22,12 @@ pub enum Severity {
 }
 
 /// One problem found in a DAG file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Diagnostic {
     /// Error or warning.
     pub severity: Severity,
     /// The file, as the user named it.
+    #[schema(value_type = String)]
     pub file: PathBuf,
     /// Line, 1-based.
     pub line: usize,

@@ -95,7 +95,7 @@ impl TaskError {
 }
 
 /// A job started outside flowctl that an attempt waits on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExternalJob {
     /// What kind of job, e.g. `emr_step`, `redshift_statement`, `sagemaker_training_job`.
     pub kind: String,

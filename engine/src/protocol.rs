@@ -30,10 +30,12 @@ pub enum Request {
     },
     /// Every applied DAG (`flowctl status`).
     Dags,
-    /// A DAG's runs (`flowctl status DAG`).
+    /// A DAG's newest runs (`flowctl status DAG`).
     Runs {
         /// The DAG.
         dag: String,
+        /// How many of the newest runs [default: all].
+        limit: Option<usize>,
     },
     /// A run with its task instances (`flowctl status DAG RUN`, and the summary after a wait).
     Run {
@@ -269,7 +271,7 @@ impl From<crate::runs::RunError> for ServiceError {
 }
 
 /// A run, by its DAG and id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunRef {
     /// The DAG.
     pub dag_id: String,
@@ -278,7 +280,7 @@ pub struct RunRef {
 }
 
 /// What applying a DAG did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
     /// A DAG id the store had not seen.
@@ -301,7 +303,7 @@ impl Change {
 }
 
 /// What `apply` stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Applied {
     /// Each DAG of the files, in the files' order.
     pub dags: Vec<AppliedDag>,
@@ -310,7 +312,7 @@ pub struct Applied {
 }
 
 /// One applied DAG.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppliedDag {
     /// Its id.
     pub dag_id: String,
@@ -319,18 +321,19 @@ pub struct AppliedDag {
     /// What happened.
     pub change: Change,
     /// The file, absolute.
+    #[schema(value_type = String)]
     pub file: PathBuf,
 }
 
 /// Every applied DAG.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DagList {
     /// By id.
     pub dags: Vec<DagSummary>,
 }
 
 /// A DAG as `flowctl status` lists it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DagSummary {
     /// Its id.
     pub dag_id: String,
@@ -348,7 +351,7 @@ pub struct DagSummary {
 }
 
 /// The latest run of a DAG: its id and state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LastRun {
     /// The run.
     pub run_id: String,
@@ -357,7 +360,7 @@ pub struct LastRun {
 }
 
 /// Whether anybody executes a run that has not ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Activity {
     /// It has ended, or a process executes it now.
@@ -370,16 +373,18 @@ pub enum Activity {
 }
 
 /// A DAG's runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunList {
     /// The DAG.
     pub dag_id: String,
-    /// Its runs, in the store's order.
+    /// Its newest runs, oldest logical date first.
     pub runs: Vec<RunSummary>,
+    /// How many runs it has in all.
+    pub total: usize,
 }
 
 /// A run with whether anybody executes it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunSummary {
     /// The run's record.
     #[serde(flatten)]
@@ -389,7 +394,7 @@ pub struct RunSummary {
 }
 
 /// A run with every task instance.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunDetail {
     /// The run's record.
     pub run: DagRun,
@@ -412,7 +417,7 @@ impl RunDetail {
 }
 
 /// A task instance with its alert deliveries.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskView {
     /// The record (outputs and errors masked).
     #[serde(flatten)]
@@ -422,7 +427,7 @@ pub struct TaskView {
 }
 
 /// An attempt's log so far.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptLog {
     /// The DAG.
     pub dag_id: String,
@@ -433,22 +438,31 @@ pub struct AttemptLog {
     /// The attempt.
     pub attempt: u32,
     /// The log file.
+    #[schema(value_type = String)]
     pub path: PathBuf,
     /// Its text (invalid UTF-8 replaced).
     pub text: String,
 }
 
 /// A run queued by `trigger`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Triggered {
     /// The new run.
     pub run: DagRun,
     /// Whether its DAG is paused (the run starts when it is unpaused).
     pub dag_paused: bool,
+    /// Whether this request created it (false: an earlier request with the same idempotency key
+    /// did).
+    #[serde(default = "yes")]
+    pub created: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What `clear` reset.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Cleared {
     /// The DAG.
     pub dag_id: String,
@@ -461,7 +475,7 @@ pub struct Cleared {
 }
 
 /// How `cancel` went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelOutcome {
     /// The run had ended already.
@@ -473,7 +487,7 @@ pub enum CancelOutcome {
 }
 
 /// What `cancel` did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Cancelled {
     /// The DAG.
     pub dag_id: String,
@@ -486,7 +500,7 @@ pub struct Cancelled {
 }
 
 /// What `pause` or `unpause` did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PauseChange {
     /// The DAG.
     pub dag_id: String,
@@ -497,7 +511,7 @@ pub struct PauseChange {
 }
 
 /// What `backfill` did for each interval of the range.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Backfilled {
     /// The DAG.
     pub dag_id: String,
@@ -519,7 +533,7 @@ impl Backfilled {
 }
 
 /// One interval of a backfill.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackfillInterval {
     /// Its run.
     pub run_id: String,
@@ -529,22 +543,24 @@ pub struct BackfillInterval {
     pub interval_end: DateTime<FixedOffset>,
     /// What was done.
     pub action: BackfillAction,
+    /// For a run that was kept: its state (`None` when it vanished meanwhile).
+    pub kept_state: Option<RunState>,
 }
 
 /// What a backfill did for an interval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", content = "state", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum BackfillAction {
     /// A run was created.
     Created,
     /// A failed run's failed tasks were cleared (`--rerun-failed`).
     Rerun,
-    /// A run existed and was kept, in this state (`None`: it vanished meanwhile).
-    Kept(Option<RunState>),
+    /// A run existed and was kept.
+    Kept,
 }
 
 /// A scheduled DAG's next fire times.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NextFires {
     /// The DAG.
     pub dag_id: String,
@@ -560,10 +576,12 @@ pub struct NextFires {
     pub fires: Vec<Fire>,
     /// Why fewer than `asked` came, when they did.
     pub end: Option<FiresEnd>,
+    /// With `end: end_date`, the DAG's `end_date`.
+    pub end_date: Option<DateTime<FixedOffset>>,
 }
 
 /// One fire time.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Fire {
     /// When the run is created.
     pub at: DateTime<FixedOffset>,
@@ -574,11 +592,11 @@ pub struct Fire {
 }
 
 /// Why a schedule has no more fire times.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "why", content = "at", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum FiresEnd {
-    /// The DAG's `end_date`.
-    EndDate(DateTime<FixedOffset>),
+    /// The DAG's `end_date` ([`NextFires::end_date`]).
+    EndDate,
     /// The schedule never fires after `start_date`.
     NeverAfterStart,
     /// Fire times stop in the year 2100.
@@ -586,7 +604,7 @@ pub enum FiresEnd {
 }
 
 /// A connection as `flowctl connections list` shows it, secrets masked.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnectionInfo {
     /// Its name.
     pub name: String,
@@ -598,3 +616,208 @@ pub struct ConnectionInfo {
     /// Its settings in one line, secrets as `***`.
     pub settings: String,
 }
+
+/// A page of DAGs for the API: `GET /api/v1/dags`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DagPage {
+    /// The DAGs of this page, by id.
+    pub dags: Vec<DagOverview>,
+    /// Where the next page starts (`cursor=`), when there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// A DAG with what a dashboard shows of it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DagOverview {
+    /// Its id, version, pause state, schedule, latest run and run counts.
+    #[serde(flatten)]
+    pub summary: DagSummary,
+    /// `description:` of the latest version.
+    pub description: Option<String>,
+    /// When the scheduler creates its next run, in the DAG's time zone (none for a DAG that runs
+    /// only when triggered, or whose schedule has ended).
+    pub next_run: Option<DateTime<FixedOffset>>,
+    /// The newest runs, newest first (at most [`RECENT_RUNS`]).
+    pub recent_runs: Vec<LastRun>,
+}
+
+/// How many runs [`DagOverview::recent_runs`] holds.
+pub const RECENT_RUNS: usize = 5;
+
+/// One DAG in detail: `GET /api/v1/dags/{dag}`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DagDetail {
+    /// What the list shows.
+    #[serde(flatten)]
+    pub overview: DagOverview,
+    /// The DAG's time zone (IANA name).
+    pub timezone: String,
+    /// The file the latest version came from.
+    #[schema(value_type = String)]
+    pub file: PathBuf,
+    /// The declared parameters with their defaults.
+    #[schema(value_type = Object)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// The tasks, in a topological order.
+    pub tasks: Vec<TaskSummary>,
+}
+
+/// A task of a DAG.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskSummary {
+    /// Its id.
+    pub task_id: String,
+    /// Its operator.
+    pub operator: String,
+    /// Its direct upstream tasks.
+    pub depends_on: Vec<String>,
+    /// When it runs, given its upstream tasks' outcomes.
+    pub trigger_rule: crate::dag::TriggerRule,
+    /// Tries in all (1 + retries).
+    pub max_tries: u32,
+}
+
+/// The stored source of one version: `GET /api/v1/dags/{dag}/source`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DagSource {
+    /// The DAG.
+    pub dag_id: String,
+    /// The version.
+    pub version: u64,
+    /// The file it was applied from.
+    #[schema(value_type = String)]
+    pub file: PathBuf,
+    /// SHA-256 of the source, hex.
+    pub hash: String,
+    /// When it was applied.
+    pub applied_at: DateTime<chrono::Utc>,
+    /// The file's text.
+    pub source: String,
+}
+
+/// A DAG's versions, newest first: `GET /api/v1/dags/{dag}/versions`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DagVersions {
+    /// The DAG.
+    pub dag_id: String,
+    /// Each version without its source.
+    pub versions: Vec<VersionInfo>,
+}
+
+/// One version of a DAG.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VersionInfo {
+    /// Its number.
+    pub version: u64,
+    /// SHA-256 of its source, hex.
+    pub hash: String,
+    /// The file it was applied from.
+    #[schema(value_type = String)]
+    pub file: PathBuf,
+    /// When it was applied.
+    pub applied_at: DateTime<chrono::Utc>,
+}
+
+/// Which runs a page shows: `GET /api/v1/dags/{dag}/runs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunQuery {
+    /// Only runs in this state.
+    pub state: Option<RunState>,
+    /// Only runs whose logical date is at or after this instant.
+    pub from: Option<DateTime<FixedOffset>>,
+    /// Only runs whose logical date is at or before this instant.
+    pub to: Option<DateTime<FixedOffset>>,
+    /// How many runs [default: 25, at most 500].
+    pub limit: Option<usize>,
+    /// Where to start: the `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of a DAG's runs, newest logical date first.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunPage {
+    /// The DAG.
+    pub dag_id: String,
+    /// The runs of this page.
+    pub runs: Vec<RunSummary>,
+    /// How many runs match the filter, over every page.
+    pub total: usize,
+    /// Where the next page starts, when there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// The task instances of a run: `GET .../runs/{run}/tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskList {
+    /// The DAG.
+    pub dag_id: String,
+    /// The run.
+    pub run_id: String,
+    /// Every task, in the DAG's order.
+    pub tasks: Vec<TaskView>,
+}
+
+/// What testing a connection found.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConnectionTested {
+    /// The connection, as listed.
+    pub connection: ConnectionInfo,
+    /// Whether it works.
+    pub ok: bool,
+    /// What was learnt (account, identity, server version), or what is wrong and how to fix it.
+    pub detail: String,
+}
+
+/// A task instance with its attempts: `GET .../tasks/{task}`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskDetail {
+    /// The DAG.
+    pub dag_id: String,
+    /// The run.
+    pub run_id: String,
+    /// The instance (outputs masked, its error, its external job) with its alert deliveries.
+    pub task: TaskView,
+    /// The task's operator, when the run's DAG version compiles.
+    pub operator: Option<String>,
+    /// Every attempt that wrote a log, oldest first.
+    pub attempts: Vec<AttemptInfo>,
+}
+
+/// One attempt, as its log tells it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttemptInfo {
+    /// Its number (the try).
+    pub attempt: u32,
+    /// When its log's first line was written.
+    pub started_at: Option<DateTime<FixedOffset>>,
+    /// When its last line was written, once it ended.
+    pub ended_at: Option<DateTime<FixedOffset>>,
+    /// How it ended (`success`, `failed: ...`, `skipped: ...`), once it did.
+    pub outcome: Option<String>,
+    /// The size of its log, in bytes.
+    pub log_bytes: u64,
+}
+
+/// A part of an attempt's log: `GET .../tasks/{task}/logs?attempt=N&offset=B`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogChunk {
+    /// The DAG.
+    pub dag_id: String,
+    /// The run.
+    pub run_id: String,
+    /// The task.
+    pub task_id: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// The byte offset the text starts at.
+    pub offset: u64,
+    /// The offset to ask for next (`offset` plus the bytes returned).
+    pub next_offset: u64,
+    /// The text (invalid UTF-8 replaced), at most [`MAX_LOG_CHUNK`] bytes.
+    pub text: String,
+    /// Whether the attempt wrote its last line (nothing more will come).
+    pub complete: bool,
+}
+
+/// The most bytes of a log one [`LogChunk`] holds.
+pub const MAX_LOG_CHUNK: usize = 1 << 20;

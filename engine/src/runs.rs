@@ -196,6 +196,26 @@ pub fn run_params(dag: &Dag, overrides: &[String]) -> Result<serde_json::Map<Str
     Ok(params)
 }
 
+/// The DAG's declared parameters overlaid with `given` (values as JSON, as the API takes them):
+/// every key must be declared.
+pub fn params_from(dag: &Dag, given: &serde_json::Map<String, Value>) -> Result<serde_json::Map<String, Value>, RunError> {
+    let mut params = dag.params.clone();
+    for (key, value) in given {
+        if !dag.params.contains_key(key) {
+            let declared: Vec<&str> = dag.params.keys().map(String::as_str).collect();
+            let listed = if declared.is_empty() { "it declares none".to_string() } else { format!("declared: {}", declared.join(", ")) };
+            return Err(RunError::Input(format!(
+                "params.{key}: DAG \"{}\" declares no parameter \"{key}\"{} ({listed}); declare it under `params:` in {}",
+                dag.id,
+                suggestion(key, declared.iter().copied()),
+                dag.file.display()
+            )));
+        }
+        params.insert(key.clone(), value.clone());
+    }
+    Ok(params)
+}
+
 /// The value of a `--param` as typed: JSON when it parses (numbers, booleans, lists), else text.
 pub fn param_value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))

@@ -49,7 +49,7 @@ impl Cmd {
     /// The runs of a DAG, oldest first: `flowctl status DAG --output json`.
     #[track_caller]
     pub fn runs(&self, dag: &str) -> Vec<Value> {
-        let runs = self.json(["status", dag, "--output", "json"]);
+        let runs = self.json(["status", dag, "--all", "--output", "json"]);
         runs.as_array().unwrap_or_else(|| panic!("not a list of runs: {runs:#}")).clone()
     }
 

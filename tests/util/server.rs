@@ -122,19 +122,21 @@ impl Server {
         http(&self.address, method, path, token, body)
     }
 
-    /// Waits (through `/api/wait`, which answers when the run ends) until a run has ended, and
-    /// returns its state. Fails after two minutes (a broken test must not hang).
+    /// Waits (through `GET /api/v1/dags/D/runs/R?wait=30`, which answers when the run ends) until
+    /// a run has ended, and returns its state. Fails after two minutes (a broken test must not
+    /// hang).
     #[track_caller]
     pub fn wait_for_run(&self, dag: &str, run: &str) -> String {
-        let path = format!("/api/wait?dag={}&run={}", encode(dag), encode(run));
+        let path = format!("/api/v1/dags/{}/runs/{}?wait=30", encode(dag), encode(run));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         loop {
             assert!(std::time::Instant::now() < deadline, "run {run} of {dag} has not ended after 2 minutes\n--- server stderr ---\n{}", self.stderr());
             let (status, body) = self.http("GET", &path, Some(&self.token.clone()), None);
             assert_eq!(status, 200, "GET {path}: {body}\n--- server stderr ---\n{}", self.stderr());
             let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
-            if answer["ended"] == true {
-                return answer["state"].as_str().unwrap_or_default().to_string();
+            let state = answer["run"]["state"].as_str().unwrap_or_default().to_string();
+            if matches!(state.as_str(), "success" | "failed") && answer["activity"] == "settled" {
+                return state;
             }
         }
     }

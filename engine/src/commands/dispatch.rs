@@ -37,13 +37,13 @@ pub fn dispatch(
         let mut code = render(request, &answer, style).print();
         if wait {
             for run in waits(&answer) {
-                client.wait(&run.dag_id, &run.run_id)?;
+                client.wait(&run.dag_id, &run.run_id)??;
                 code = code.max(summary_of(&client.request(&run_request(&run))?).print());
             }
         }
         return Ok(code);
     }
-    let host = HomeHost::open(&root, &format!("flowctl {}", request.name()), registry)?;
+    let host = HomeHost::open(&root, &format!("flowctl {}", request.name()), registry, config)?;
     let answer = service::handle(&host, request);
     let mut code = render(request, &answer, style).print();
     let runs = waits(&answer);
@@ -100,7 +100,7 @@ fn execute_here(host: &HomeHost<'_>, runs: &[RunRef], config: Option<&Path>) -> 
             .store()
             .run(&run.dag_id, &run.run_id)?
             .ok_or_else(|| CommandError::usage(format!("run {} of {} vanished", run.run_id, run.dag_id)))?;
-        let dag = service::load_version(host.store(), &run.dag_id, stored.dag_version, host.registry())?;
+        let dag = host.dag(&run.dag_id, stored.dag_version)?;
         jobs.push((dag, stored));
     }
     let cancel = tokio_util::sync::CancellationToken::new();

@@ -22,7 +22,7 @@ pub fn logs(home: Option<&Path>, dag_id: &str, run_id: &str, task_id: &str, atte
     if follow {
         if let Some(client) = crate::client::Client::for_home(&root)? {
             let stdout = std::io::stdout();
-            client.follow_log(dag_id, run_id, task_id, attempt, &mut stdout.lock())?;
+            client.follow_log(dag_id, run_id, task_id, attempt, &mut stdout.lock())??;
             return Ok(exit::OK);
         }
     }

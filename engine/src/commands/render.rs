@@ -215,6 +215,7 @@ fn runs_text(list: &RunList) -> String {
     if list.runs.is_empty() {
         return format!("DAG {0} has no runs yet; `flowctl run {0}` starts one\n", list.dag_id);
     }
+    let hidden = list.total.saturating_sub(list.runs.len());
     let mut table = Table::new(&["RUN", "LOGICAL DATE", "TRIGGER", "STATE", "STARTED", "DURATION", "NOTE"]);
     for summary in &list.runs {
         let run = &summary.run;
@@ -228,7 +229,15 @@ fn runs_text(list: &RunList) -> String {
             note(run, summary.activity).unwrap_or_default(),
         ]);
     }
-    table.render()
+    let mut text = table.render();
+    if hidden > 0 {
+        text.push_str(&format!(
+            "(the newest {} of {} runs; `--limit N` shows more, `--all` every one)\n",
+            list.runs.len(),
+            list.total
+        ));
+    }
+    text
 }
 
 /// The task table: each task's state, tries, duration, and the first line of its error.
@@ -364,7 +373,7 @@ fn backfilled_text(backfilled: &Backfilled, request: &Request) -> Output {
         let action = match interval.action {
             BackfillAction::Created => "created".to_string(),
             BackfillAction::Rerun => "rerun (failed tasks cleared)".to_string(),
-            BackfillAction::Kept(state) => format!("kept ({})", state.map_or("exists", RunState::name)),
+            BackfillAction::Kept => format!("kept ({})", interval.kept_state.map_or("exists", RunState::name)),
         };
         table.row(vec![interval.run_id.clone(), when(&interval.logical_date), when(&interval.interval_end), action]);
     }
@@ -392,7 +401,7 @@ pub(super) fn next_text(next: &NextFires) -> String {
     }
     if let Some(end) = &next.end {
         let why = match end {
-            FiresEnd::EndDate(at) => format!("end_date is {}", local(at)),
+            FiresEnd::EndDate => format!("end_date is {}", next.end_date.as_ref().map(local).unwrap_or_default()),
             FiresEnd::NeverAfterStart => "its schedule never fires after start_date".to_string(),
             FiresEnd::Exhausted => "its schedule fires no more (fire times stop in the year 2100)".to_string(),
         };

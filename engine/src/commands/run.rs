@@ -47,7 +47,7 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
             "a flowctl server runs for this home, and `flowctl run` executes in its own process; run it through the server with {through}, or stop the server first"
         )));
     }
-    let host = HomeHost::open(&root, &format!("flowctl run {}", args.target), registry)?;
+    let host = HomeHost::open(&root, &format!("flowctl run {}", args.target), registry, args.config.as_deref())?;
     let home = host.home();
     // The config file first: a mistake in it must stop the command before a run exists.
     let settings = ExecutionSettings {

@@ -1,30 +1,20 @@
-//! The HTTP JSON API (axum). `/health` is open; everything else needs the bearer token, compared
-//! in constant time. The token is never logged or echoed.
-//!
-//! - `POST /api/command`: a [`Request`] in, the service's typed [`Answer`] out: the same value the
-//!   CLI gets when it asks the service itself.
-//! - `GET /api/wait?dag=D&run=R`: returns when the run has ended, or after a while with
-//!   `ended: false` so the client asks again.
+//! The HTTP server (axum on hyper): the accept loop with its limits, the bearer token (compared in
+//! constant time, never logged or echoed), and the open endpoints: `/health`, `/api/v1/health`,
+//! `/api/v1/version` and `/api/v1/openapi.json`. The resources under `/api/v1` are `rest.rs`'s.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, Request as HttpRequest, State as Extract};
+use axum::extract::{Request as HttpRequest, State as Extract};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use super::{ServerHost, State};
-use crate::protocol::{Answer, Request, ServiceError};
-use crate::service::{read_log, LogEnd, LogFollow, LogStep};
-
-/// How long a wait request is held before the client is told to ask again.
-const WAIT_HOLD: Duration = Duration::from_secs(20);
+use super::State;
 
 /// How long a connection may take to send a request's headers, and how long it may stay idle
 /// between requests, before it is closed: a client that opens connections and sends nothing
@@ -36,19 +26,26 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 512;
 
 #[derive(Clone)]
-struct Api {
+pub(super) struct Api {
     state: Arc<State>,
     token: Arc<String>,
 }
 
 pub(super) async fn serve(state: Arc<State>, listener: tokio::net::TcpListener, token: String, stop: CancellationToken) {
     let api = Api { state, token: Arc::new(token) };
-    let protected = Router::new()
-        .route("/api/command", post(command))
-        .route("/api/wait", get(wait))
-        .route("/api/logs", get(follow_log))
-        .layer(middleware::from_fn_with_state(api.clone(), authorize));
-    let app = Router::new().route("/health", get(health)).merge(protected).with_state(api);
+    let v1 = super::rest::routes()
+        .route_layer(middleware::from_fn_with_state(api.clone(), authorize))
+        .with_state(api.state.clone());
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/version", get(version))
+        .route("/api/v1/openapi.json", get(openapi))
+        .with_state(api.clone())
+        .nest("/api/v1", v1)
+        .layer(axum::extract::DefaultBodyLimit::max(super::rest::MAX_BODY))
+        .layer(middleware::from_fn(super::rest::one_error_shape))
+        .layer(middleware::from_fn_with_state(api, say_stopping));
     accept(listener, app, stop).await;
 }
 
@@ -127,8 +124,71 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(2), answer).await;
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok", "pid": std::process::id() }))
+/// `GET /health` and `/api/v1/health` (no token): the process answers, and whether its
+/// scheduler loop is alive (it beats at least every [`super::scheduler::HEARTBEAT`]).
+#[utoipa::path(get, path = "/api/v1/health", tag = "server", security(()),
+    responses((status = 200, body = Health), (status = 503, description = "the scheduler loop has stopped beating", body = Health)))]
+pub(super) async fn health(Extract(api): Extract<Api>) -> Response {
+    let beat = *api.state.heartbeat.lock().unwrap_or_else(|e| e.into_inner());
+    let age = beat.map(|b| (chrono::Utc::now() - b).num_milliseconds().max(0) as f64 / 1000.0);
+    let alive = age.is_some_and(|a| a < 3.0 * super::scheduler::HEARTBEAT.as_secs_f64()) || api.state.drain.is_cancelled();
+    let health = Health {
+        status: if alive { "ok".into() } else { "scheduler_stalled".into() },
+        pid: std::process::id(),
+        scheduler: SchedulerHealth { alive, last_beat: beat, seconds_since_beat: age },
+    };
+    (if alive { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(health)).into_response()
+}
+
+/// What `/health` says.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, or `scheduler_stalled`.
+    pub status: String,
+    /// The server's process id.
+    pub pid: u32,
+    /// The scheduler loop.
+    pub scheduler: SchedulerHealth,
+}
+
+/// Whether the scheduler loop is alive.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SchedulerHealth {
+    /// It beat within three heartbeats.
+    pub alive: bool,
+    /// When it last beat.
+    pub last_beat: Option<chrono::DateTime<chrono::Utc>>,
+    /// How long ago, in seconds.
+    pub seconds_since_beat: Option<f64>,
+}
+
+/// What `/api/v1/version` says.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Version {
+    /// flowctl's version.
+    pub version: String,
+    /// The API's version.
+    pub api: String,
+}
+
+/// `GET /api/v1/version` (no token).
+#[utoipa::path(get, path = "/api/v1/version", tag = "server", security(()), responses((status = 200, body = Version)))]
+pub(super) async fn version() -> Json<Version> {
+    Json(Version { version: env!("CARGO_PKG_VERSION").to_string(), api: "v1".to_string() })
+}
+
+/// `GET /api/v1/openapi.json` (no token): the document describing this API.
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], super::openapi::document()).into_response()
+}
+
+/// Marks every answer of a stopping server, so a client waiting for a run stops waiting.
+async fn say_stopping(Extract(api): Extract<Api>, request: HttpRequest, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if api.state.drain.is_cancelled() {
+        response.headers_mut().insert(crate::client::STOPPING_HEADER, axum::http::HeaderValue::from_static("true"));
+    }
+    response
 }
 
 async fn authorize(Extract(api): Extract<Api>, request: HttpRequest, next: Next) -> Response {
@@ -140,123 +200,12 @@ async fn authorize(Extract(api): Extract<Api>, request: HttpRequest, next: Next)
         .unwrap_or("");
     let ok = presented.len() == api.token.len() && bool::from(presented.as_bytes().ct_eq(api.token.as_bytes()));
     if !ok {
-        return (
+        return super::rest::error(
             StatusCode::UNAUTHORIZED,
-            Json(serde_json::json!({
-                "error": "missing or wrong bearer token: send `Authorization: Bearer <token>`, the token in server.json in the server's home"
-            })),
-        )
-            .into_response();
+            "unauthorized",
+            "missing or wrong bearer token: send `Authorization: Bearer <token>`, the token in server.json in the server's home",
+            Some("Authorization"),
+        );
     }
     next.run(request).await
-}
-
-async fn command(Extract(api): Extract<Api>, Json(request): Json<Request>) -> Json<Answer> {
-    let state = api.state.clone();
-    // Requests read and write the store and may compile DAG files: off the async threads.
-    let answer = tokio::task::spawn_blocking(move || crate::service::handle(&ServerHost(state), &request))
-        .await
-        .unwrap_or_else(|e| Err(ServiceError::unavailable(format!("the server failed while answering: {e}"))));
-    Json(answer)
-}
-
-#[derive(Deserialize)]
-struct LogQuery {
-    dag: String,
-    run: String,
-    task: String,
-    attempt: Option<u32>,
-}
-
-/// How often a followed log is read for new lines.
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
-
-/// `logs --follow` through the server: the log so far, then its new lines as they come, until the
-/// attempt's end line, or until the run is no longer executed and nothing more comes.
-async fn follow_log(Extract(api): Extract<Api>, Query(query): Query<LogQuery>) -> Response {
-    let logs_dir = api.state.home.logs_dir();
-    let log = match read_log(&logs_dir, &query.dag, &query.run, &query.task, query.attempt) {
-        Ok(found) => found,
-        Err(e) => return (StatusCode::NOT_FOUND, format!("error: {e}\n")).into_response(),
-    };
-    struct Follow {
-        state: Arc<State>,
-        follower: LogFollow,
-        key: (String, String),
-        task: String,
-        attempt: u32,
-        /// The closing note was sent: the stream ends.
-        done: bool,
-    }
-    let first = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(axum::body::Bytes::from(log.text.clone()))));
-    let follow = Follow {
-        state: api.state.clone(),
-        follower: LogFollow::new(&log),
-        key: (query.dag, query.run),
-        task: query.task,
-        attempt: log.attempt,
-        done: false,
-    };
-    let rest = futures_util::stream::unfold(follow, |mut f| async move {
-        loop {
-            if f.done {
-                return None;
-            }
-            let active = f.state.active.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&f.key);
-            // An attempt interrupted by a stopped flowctl never writes its last line: once the
-            // task has moved on to another try, or out of running, nothing more will come.
-            let current = f
-                .state
-                .store()
-                .task_instances(&f.key.0, &f.key.1)
-                .ok()
-                .and_then(|all| all.into_iter().find(|ti| ti.task_id == f.task))
-                .is_some_and(|ti| ti.try_number == f.attempt && ti.state == crate::lifecycle::TaskState::Running);
-            let note = match f.follower.step(active, current) {
-                LogStep::Data(bytes) => return Some((Ok(axum::body::Bytes::from(bytes)), f)),
-                LogStep::Wait => {
-                    tokio::time::sleep(FOLLOW_INTERVAL).await;
-                    continue;
-                }
-                LogStep::End(LogEnd::Complete) => return None,
-                LogStep::End(LogEnd::NoWriter) => "(the run is not being executed; the log ends here)\n",
-                LogStep::End(LogEnd::Abandoned) => "(this attempt is no longer running and wrote no last line: flowctl stopped while it ran)\n",
-            };
-            f.done = true;
-            return Some((Ok(axum::body::Bytes::from(note)), f));
-        }
-    });
-    use futures_util::StreamExt;
-    axum::body::Body::from_stream(first.chain(rest)).into_response()
-}
-
-#[derive(Deserialize)]
-struct WaitQuery {
-    dag: String,
-    run: String,
-}
-
-async fn wait(Extract(api): Extract<Api>, Query(query): Query<WaitQuery>) -> Response {
-    let deadline = tokio::time::Instant::now() + WAIT_HOLD;
-    loop {
-        let ended = api.state.run_ended.notified();
-        let run = match api.state.store().run(&query.dag, &query.run) {
-            Ok(Some(run)) => run,
-            Ok(None) => {
-                return (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": format!("DAG \"{}\" has no run \"{}\"", query.dag, query.run)})))
-                    .into_response()
-            }
-            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
-        };
-        let active = api.state.active.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&(query.dag.clone(), query.run.clone()));
-        if run.state.is_terminal() && !active {
-            return Json(serde_json::json!({"ended": true, "state": run.state.name()})).into_response();
-        }
-        if api.state.drain.is_cancelled() && !active {
-            return Json(serde_json::json!({"ended": true, "state": run.state.name(), "note": "the server is stopping"})).into_response();
-        }
-        if tokio::time::timeout_at(deadline, ended).await.is_err() {
-            return Json(serde_json::json!({"ended": false, "state": run.state.name()})).into_response();
-        }
-    }
 }

@@ -9,6 +9,8 @@
 //! period to finish, then they are stopped and recorded as interrupted; it exits 0.
 
 mod api;
+mod rest;
+pub mod openapi;
 mod scheduler;
 mod watch;
 
@@ -97,10 +99,12 @@ pub(crate) struct State {
     execution: Execution,
     /// Runs being executed, by (dag, run).
     active: Mutex<HashMap<(String, String), RunControl>>,
-    /// Compiled DAG versions, by (dag, version).
-    dags: Mutex<HashMap<(String, u64), Arc<Dag>>>,
+    /// Compiled DAG versions.
+    dags: crate::service::DagCache,
     /// Wakes the scheduler.
     wake: Notify,
+    /// When the scheduler loop last went round (it does at least every `scheduler::HEARTBEAT`).
+    heartbeat: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     /// Wakes the API's waiters when a run ends.
     run_ended: Notify,
     /// Fired at shutdown: nothing new starts.
@@ -116,12 +120,7 @@ impl State {
 
     /// A DAG version, compiled once.
     fn dag(&self, dag_id: &str, version: u64) -> Result<Arc<Dag>, ServiceError> {
-        if let Some(dag) = self.dags.lock().unwrap_or_else(|e| e.into_inner()).get(&(dag_id.to_string(), version)) {
-            return Ok(dag.clone());
-        }
-        let dag = crate::service::load_version(self.store(), dag_id, version, &self.registry)?;
-        self.dags.lock().unwrap_or_else(|e| e.into_inner()).insert((dag_id.to_string(), version), dag.clone());
-        Ok(dag)
+        self.dags.get(self.store(), &self.registry, dag_id, version)
     }
 
     fn active_count(&self, dag_id: &str) -> usize {
@@ -226,6 +225,14 @@ impl Host for ServerHost {
         }
     }
 
+    fn dag(&self, dag_id: &str, version: u64) -> Result<Arc<Dag>, ServiceError> {
+        self.0.dag(dag_id, version)
+    }
+
+    fn config(&self) -> Result<crate::config::Config, ServiceError> {
+        Ok(self.0.execution.config().clone())
+    }
+
     fn while_idle(&self, dag_id: &str, run_id: &str, change: &mut dyn FnMut()) -> bool {
         // `start_run` takes the same lock before it reads the run and starts it.
         let active = self.0.active.lock().unwrap_or_else(|e| e.into_inner());
@@ -314,8 +321,9 @@ pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -
         registry: registry.clone(),
         execution,
         active: Mutex::new(HashMap::new()),
-        dags: Mutex::new(HashMap::new()),
+        dags: Default::default(),
         wake: Notify::new(),
+        heartbeat: Mutex::new(None),
         run_ended: Notify::new(),
         drain: CancellationToken::new(),
         halt: CancellationToken::new(),

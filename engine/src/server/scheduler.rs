@@ -10,12 +10,17 @@ use super::State;
 use crate::state::{RunState, Trigger};
 use crate::timetable;
 
+/// The longest the loop sleeps: it goes round at least this often, so `/health` can tell a
+/// stalled scheduler from one with nothing to do.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs until the server drains.
 pub(super) async fn run(state: Arc<State>) {
     loop {
         if state.drain.is_cancelled() {
             return;
         }
+        *state.heartbeat.lock().unwrap_or_else(|e| e.into_inner()) = Some(Utc::now());
         // Register interest before looking, so a wake-up during the pass is not lost.
         let woken = state.wake.notified();
         let next = match pass(&state) {
@@ -25,7 +30,7 @@ pub(super) async fn run(state: Arc<State>) {
                 Some(Utc::now() + chrono::Duration::minutes(1))
             }
         };
-        let sleep = next.map(|at| (at - Utc::now()).to_std().unwrap_or_default());
+        let sleep = Some(next.map_or(HEARTBEAT, |at| (at - Utc::now()).to_std().unwrap_or_default().min(HEARTBEAT)));
         tokio::select! {
             _ = woken => {}
             _ = state.drain.cancelled() => return,

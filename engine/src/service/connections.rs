@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::connections::{Connection, ConnectionKind, Connections};
 use crate::operator::{ConnectionTester, Registry};
-use crate::protocol::{ConnectionInfo, ServiceError};
+use crate::protocol::{ConnectionInfo, ConnectionTested, ServiceError};
 use crate::secrets::Masker;
 
 /// How long a connection test waits for an answer before it calls the connection unreachable.
@@ -121,6 +121,23 @@ impl ConnectionTest {
             }
         });
         result.map(|ok| self.masker.mask(&ok).into_owned()).map_err(|e| self.masker.mask(&e).into_owned())
+    }
+}
+
+impl super::Service<'_> {
+    /// Every connection of the host's config and environment, secrets masked.
+    pub fn connections(&self) -> Result<Vec<ConnectionInfo>, ServiceError> {
+        Ok(list_connections(&self.host.config()?))
+    }
+
+    /// Tests connection `name` and says what was found.
+    pub fn test_connection(&self, name: &str) -> Result<ConnectionTested, ServiceError> {
+        let test = test_connection(&self.host.config()?, name, self.registry())?;
+        let (ok, detail) = match test.run() {
+            Ok(detail) => (true, detail),
+            Err(why) => (false, why),
+        };
+        Ok(ConnectionTested { connection: test.info, ok, detail })
     }
 }
 

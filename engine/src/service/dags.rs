@@ -28,8 +28,15 @@ fn not_applied(store: &Store, dag_id: &str, hint: &str) -> ServiceError {
     ))
 }
 
+/// The store's record of an applied DAG, for operations that can take a file instead.
+pub(super) fn applied_record(store: &Store, dag_id: &str) -> Result<DagRecord, ServiceError> {
+    super::check_name(super::NameKind::Dag, dag_id)?;
+    store.dag(dag_id)?.ok_or_else(|| not_applied(store, dag_id, APPLY_HINT))
+}
+
 /// The store's record of an applied DAG.
 pub(super) fn dag_record(store: &Store, dag_id: &str) -> Result<DagRecord, ServiceError> {
+    super::check_name(super::NameKind::Dag, dag_id)?;
     store.dag(dag_id)?.ok_or_else(|| not_applied(store, dag_id, STATUS_HINT))
 }
 
@@ -102,8 +109,12 @@ pub fn source_hash(source: &str) -> String {
 /// should record, and what happened. Two applies at once get a version each
 /// ([`Store::add_dag_version`]).
 pub fn store_version(store: &Store, dag: &Dag) -> Result<(u64, Change), StoreError> {
+    store_version_as(store, dag, std::path::absolute(&dag.file).unwrap_or_else(|_| dag.file.clone()))
+}
+
+/// [`store_version`], recording `file` as where the version came from.
+fn store_version_as(store: &Store, dag: &Dag, file: PathBuf) -> Result<(u64, Change), StoreError> {
     let hash = source_hash(&dag.source);
-    let file = std::path::absolute(&dag.file).unwrap_or_else(|_| dag.file.clone());
     let added = store.add_dag_version(
         &dag.id,
         |latest| latest.hash == hash,
@@ -130,6 +141,29 @@ impl Service<'_> {
         let mut dags = Vec::new();
         for dag in &compiled.dags {
             let (version, change) = store_version(self.store(), dag)?;
+            dags.push(AppliedDag { dag_id: dag.id.clone(), version, change, file: dag.file.clone() });
+        }
+        if dags.iter().any(|d| d.change != Change::Unchanged) {
+            self.host.dags_changed();
+        }
+        Ok(Applied { dags, warnings: compiled.warnings })
+    }
+
+    /// `apply` of a file's text sent over the API: `name` is the file's name, as diagnostics and
+    /// the stored version name it (a name ending in `.yaml` or `.yml`, without folders).
+    pub fn apply_source(&self, name: &str, source: &str) -> Result<Applied, ServiceError> {
+        let plain = !name.is_empty() && name.len() <= 255 && !name.contains(['/', '\\', '\0']) && !name.starts_with('.');
+        if !plain || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+            return Err(ServiceError::bad_request(format!(
+                "file \"{}\": name the file as it is called, e.g. loans.yaml: a name ending in .yaml or .yml, without folders",
+                name.escape_debug()
+            )));
+        }
+        let file = SourceFile { path: PathBuf::from(name), bytes: source.as_bytes().to_vec() };
+        let compiled = compile(&[file], self.registry()).map_err(|diagnostics| ServiceError::Invalid { diagnostics })?;
+        let mut dags = Vec::new();
+        for dag in &compiled.dags {
+            let (version, change) = store_version_as(self.store(), dag, dag.file.clone())?;
             dags.push(AppliedDag { dag_id: dag.id.clone(), version, change, file: dag.file.clone() });
         }
         if dags.iter().any(|d| d.change != Change::Unchanged) {

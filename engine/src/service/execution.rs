@@ -31,6 +31,7 @@ pub struct ExecutionSettings {
 
 /// The executor of a home, with its alerts and retention.
 pub struct Execution {
+    config: Config,
     store: Store,
     logs_dir: PathBuf,
     work_dir: PathBuf,
@@ -55,7 +56,7 @@ impl Execution {
         }
         // Before the executor: the dispatcher adds the SMTP password to the masker, whose secrets
         // the executor hands to operators when it is created.
-        let alerts = AlertDispatcher::new(config, home.store(), home.logs_dir(), masker.clone(), notice)?;
+        let alerts = AlertDispatcher::new(config.clone(), home.store(), home.logs_dir(), masker.clone(), notice)?;
         let executor_settings = ExecutorSettings {
             parallelism: settings.parallelism,
             logs_dir: home.logs_dir(),
@@ -64,7 +65,7 @@ impl Execution {
             connections,
         };
         let executor = Arc::new(Executor::new(home.store().clone(), registry.clone(), masker, executor_settings));
-        Ok(Execution { store: home.store().clone(), logs_dir: home.logs_dir(), work_dir: home.work_dir(), executor, alerts })
+        Ok(Execution { config, store: home.store().clone(), logs_dir: home.logs_dir(), work_dir: home.work_dir(), executor, alerts })
     }
 
     /// Executes `run` of `dag` until it ends or `control` stops it, telling `progress` (and the
@@ -100,6 +101,11 @@ impl Execution {
     pub fn finish(&self, bound: Duration) -> Summary {
         self.executor.sync_logs();
         self.alerts.finish(bound)
+    }
+
+    /// The config file it was started with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The logs folder.

@@ -28,7 +28,9 @@ mod connections;
 mod alerts;
 mod inspect;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 pub use alerts::{send_test_alert, TestAlert};
 pub use connections::{describe_connection, list_connections, test_connection, ConnectionTest};
@@ -37,7 +39,10 @@ pub use execution::{Execution, ExecutionSettings};
 pub use inspect::{validate, Validation};
 pub use logs::{attempts_with_logs, read_log, LogEnd, LogFollow, LogStep};
 pub use next::next_fires;
+pub use runs::RunParams;
 
+use crate::config::Config;
+use crate::dag::Dag;
 use crate::operator::Registry;
 use crate::protocol::{Answer, Reply, Request, ServiceError};
 use crate::state::{Home, Store};
@@ -61,6 +66,11 @@ pub trait Host {
     /// executed. Clearing and cancelling an idle run go through here, so a run the scheduler is
     /// starting is never changed underneath its loop.
     fn while_idle(&self, dag_id: &str, run_id: &str, change: &mut dyn FnMut()) -> bool;
+    /// A stored DAG version, compiled: a server keeps what it compiled (a version never changes),
+    /// a CLI process compiles what it needs once.
+    fn dag(&self, dag_id: &str, version: u64) -> Result<Arc<Dag>, ServiceError>;
+    /// The config file (SMTP, alerts, connections) this host runs with.
+    fn config(&self) -> Result<Config, ServiceError>;
     /// DAG versions or pause states changed.
     fn dags_changed(&self);
     /// Runs were queued.
@@ -72,12 +82,33 @@ pub trait Host {
 pub struct HomeHost<'a> {
     home: Home,
     registry: &'a Registry,
+    compiled: DagCache,
+    config: Option<PathBuf>,
+}
+
+/// Compiled DAG versions by (DAG, version): a version's source never changes, so neither does
+/// what it compiles to.
+#[derive(Default)]
+pub struct DagCache(Mutex<HashMap<(String, u64), Arc<Dag>>>);
+
+impl DagCache {
+    /// The version, compiled now or earlier.
+    pub fn get(&self, store: &Store, registry: &Registry, dag_id: &str, version: u64) -> Result<Arc<Dag>, ServiceError> {
+        let key = (dag_id.to_string(), version);
+        if let Some(dag) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(dag.clone());
+        }
+        let dag = load_version(store, dag_id, version, registry)?;
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key, dag.clone());
+        Ok(dag)
+    }
 }
 
 impl<'a> HomeHost<'a> {
-    /// Opens the home at `root`, naming `command` in its lock for a second process to read.
-    pub fn open(root: &std::path::Path, command: &str, registry: &'a Registry) -> Result<HomeHost<'a>, ServiceError> {
-        Ok(HomeHost { home: Home::open(root, command)?, registry })
+    /// Opens the home at `root`, naming `command` in its lock for a second process to read;
+    /// `config` is the `--config` file [default: `<home>/config.yaml`], read when needed.
+    pub fn open(root: &std::path::Path, command: &str, registry: &'a Registry, config: Option<&std::path::Path>) -> Result<HomeHost<'a>, ServiceError> {
+        Ok(HomeHost { home: Home::open(root, command)?, registry, compiled: DagCache::default(), config: config.map(std::path::Path::to_path_buf) })
     }
 
     /// The home.
@@ -110,6 +141,12 @@ impl Host for HomeHost<'_> {
         change();
         true
     }
+    fn dag(&self, dag_id: &str, version: u64) -> Result<Arc<Dag>, ServiceError> {
+        self.compiled.get(self.store(), self.registry, dag_id, version)
+    }
+    fn config(&self) -> Result<Config, ServiceError> {
+        Ok(Config::load(self.home.root(), self.config.as_deref(), &self.registry.aws_services())?)
+    }
     fn dags_changed(&self) {}
     fn runs_queued(&self) {}
 }
@@ -132,6 +169,12 @@ impl<'a> Service<'a> {
 
     fn registry(&self) -> &'a Registry {
         self.host.registry()
+    }
+
+    /// The latest applied version of a DAG, compiled (through the host's cache).
+    fn applied(&self, dag_id: &str) -> Result<(Arc<Dag>, u64), ServiceError> {
+        let record = dags::applied_record(self.store(), dag_id)?;
+        self.host.dag(dag_id, record.latest_version).map(|dag| (dag, record.latest_version))
     }
 }
 
@@ -175,7 +218,7 @@ pub fn check_name(kind: NameKind, name: &str) -> Result<(), ServiceError> {
 fn check_names(request: &Request) -> Result<(), ServiceError> {
     let (dag, run, tasks): (Option<&str>, Option<&str>, Vec<&str>) = match request {
         Request::Apply { .. } | Request::Dags => (None, None, Vec::new()),
-        Request::Runs { dag } | Request::Trigger { dag, .. } | Request::Pause { dag, .. } | Request::Backfill { dag, .. } | Request::Next { dag, .. } => {
+        Request::Runs { dag, .. } | Request::Trigger { dag, .. } | Request::Pause { dag, .. } | Request::Backfill { dag, .. } | Request::Next { dag, .. } => {
             (Some(dag), None, Vec::new())
         }
         Request::Run { dag, run } | Request::Cancel { dag, run } => (Some(dag), Some(run), Vec::new()),
@@ -201,7 +244,7 @@ pub fn handle(host: &dyn Host, request: &Request) -> Answer {
     match request {
         Request::Apply { paths } => service.apply(paths).map(Reply::Applied),
         Request::Dags => service.dags().map(Reply::Dags),
-        Request::Runs { dag } => service.runs(dag).map(Reply::Runs),
+        Request::Runs { dag, limit } => service.runs(dag, *limit).map(Reply::Runs),
         Request::Run { dag, run } => service.run(dag, run).map(Reply::Run),
         Request::Logs { dag, run, task, attempt } => service.log(dag, run, task, *attempt).map(Reply::Log),
         Request::Trigger { dag, params, date } => service.trigger(dag, params, date.as_deref()).map(Reply::Triggered),

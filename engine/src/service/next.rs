@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Utc};
 
-use super::dags::load_applied;
 use super::Service;
 use crate::dag::Dag;
 use crate::protocol::{Fire, FiresEnd, NextFires, ServiceError};
@@ -36,7 +35,7 @@ pub fn next_fires(dag: &Dag, n: usize, after: Option<&str>, now: DateTime<Utc>) 
         .map(|(at, interval)| Fire { at: local(at), interval_start: local(interval.start), interval_end: local(interval.end) })
         .collect();
     let end = (fires.len() < n).then(|| match dag.end_date {
-        Some(end_date) => FiresEnd::EndDate(local(end_date)),
+        Some(_) => FiresEnd::EndDate,
         None if first_start(dag).is_none() => FiresEnd::NeverAfterStart,
         None => FiresEnd::Exhausted,
     });
@@ -48,13 +47,14 @@ pub fn next_fires(dag: &Dag, n: usize, after: Option<&str>, now: DateTime<Utc>) 
         asked: n,
         fires,
         end,
+        end_date: dag.end_date.map(local),
     })
 }
 
 impl Service<'_> {
     /// The next fire times of an applied DAG's latest version.
     pub fn next(&self, dag_id: &str, n: usize, after: Option<&str>) -> Result<NextFires, ServiceError> {
-        let (dag, _) = load_applied(self.store(), dag_id, self.registry())?;
+        let (dag, _) = self.applied(dag_id)?;
         next_fires(&dag, n, after, Utc::now())
     }
 }

@@ -4,16 +4,26 @@
 
 use chrono::Utc;
 
-use super::dags::{dag_record, load_applied, load_version};
+use super::dags::dag_record;
 use super::Service;
 use crate::protocol::{BackfillAction, BackfillInterval, Backfilled, CancelOutcome, Cancelled, Cleared, ServiceError, Triggered};
 use crate::runs::{self, RunError, Selection};
 use crate::state::{DagRun, RunState, Trigger};
 use crate::timetable;
 
+/// A new run's parameters as a face got them.
+#[derive(Debug, Clone, Copy)]
+pub enum RunParams<'a> {
+    /// Values by name (the API's object).
+    Values(&'a serde_json::Map<String, serde_json::Value>),
+    /// `key=value` strings (`--param`).
+    Args(&'a [String]),
+}
+
 impl Service<'_> {
     /// A stored run, or the error that names it.
     fn stored_run(&self, dag_id: &str, run_id: &str) -> Result<DagRun, ServiceError> {
+        super::check_name(super::NameKind::Run, run_id)?;
         self.store()
             .run(dag_id, run_id)?
             .ok_or_else(|| RunError::NoRun { dag_id: dag_id.to_string(), run_id: run_id.to_string() }.into())
@@ -21,12 +31,38 @@ impl Service<'_> {
 
     /// `trigger`: a manual run of the DAG's latest version, queued.
     pub fn trigger(&self, dag_id: &str, params: &[String], date: Option<&str>) -> Result<Triggered, ServiceError> {
-        let (dag, version) = load_applied(self.store(), dag_id, self.registry())?;
-        let params = runs::run_params(&dag, params)?;
+        self.trigger_run(dag_id, RunParams::Args(params), date, None)
+    }
+
+    /// A manual run with parameters as JSON (the API's trigger). With an idempotency `key`, the
+    /// first request creates the run and every later one with the same key answers with that run
+    /// (`created: false`), however many arrive at once.
+    pub fn trigger_run(&self, dag_id: &str, params: RunParams<'_>, date: Option<&str>, key: Option<&str>) -> Result<Triggered, ServiceError> {
+        let (dag, version) = self.applied(dag_id)?;
+        let params = match params {
+            RunParams::Values(values) => runs::params_from(&dag, values)?,
+            RunParams::Args(args) => runs::run_params(&dag, args)?,
+        };
         let logical_date = runs::logical_date(&dag, date)?;
-        let run = runs::create_run(self.store(), &dag, version, Trigger::Manual, logical_date, params)?;
+        let Some(key) = key else {
+            let run = runs::create_run(self.store(), &dag, version, Trigger::Manual, logical_date, params)?;
+            self.host.runs_queued();
+            return Ok(Triggered { run, dag_paused: self.is_paused(dag_id), created: true });
+        };
+        if key.is_empty() || key.len() > 200 || key.chars().any(|c| c.is_control()) {
+            return Err(ServiceError::bad_request("idempotency_key: 1 to 200 printable characters, e.g. the CI job's id"));
+        }
+        let store = self.store();
+        let _edits = store.run_edits();
+        if let Some(run_id) = store.idempotent_run(dag_id, key)? {
+            if let Some(run) = store.run(dag_id, &run_id)? {
+                return Ok(Triggered { run, dag_paused: self.is_paused(dag_id), created: false });
+            }
+        }
+        let run = runs::create_run(store, &dag, version, Trigger::Manual, logical_date, params)?;
+        store.record_idempotent_run(dag_id, key, &run.run_id)?;
         self.host.runs_queued();
-        Ok(Triggered { run, dag_paused: self.is_paused(dag_id) })
+        Ok(Triggered { run, dag_paused: self.is_paused(dag_id), created: true })
     }
 
     /// `clear`: resets the selected tasks of a run and queues it again.
@@ -36,7 +72,7 @@ impl Service<'_> {
             return Err(active());
         }
         let stored = self.stored_run(dag_id, run_id)?;
-        let dag = load_version(self.store(), dag_id, stored.dag_version, self.registry())?;
+        let dag = self.host.dag(dag_id, stored.dag_version)?;
         let mut cleared = None;
         if !self.host.while_idle(dag_id, run_id, &mut || cleared = Some(runs::clear(self.store(), &dag, run_id, selection))) {
             return Err(active());
@@ -59,7 +95,7 @@ impl Service<'_> {
         if self.host.cancel_active(dag_id, run_id) {
             return Ok(answer(CancelOutcome::Cancelling, stored.state));
         }
-        let dag = load_version(self.store(), dag_id, stored.dag_version, self.registry())?;
+        let dag = self.host.dag(dag_id, stored.dag_version)?;
         let mut cancelled = None;
         if !self.host.while_idle(dag_id, run_id, &mut || cancelled = Some(runs::cancel_idle(self.store(), &dag, run_id))) {
             // It started meanwhile: cancel it where it runs.
@@ -75,7 +111,7 @@ impl Service<'_> {
     /// `from..=to`, created once each; with `rerun_failed`, failed ones cleared to run again.
     pub fn backfill(&self, dag_id: &str, from: &str, to: &str, rerun_failed: bool) -> Result<Backfilled, ServiceError> {
         let store = self.store();
-        let (dag, version) = load_applied(store, dag_id, self.registry())?;
+        let (dag, version) = self.applied(dag_id)?;
         if dag.schedule.is_none() {
             return Err(ServiceError::bad_request(format!(
                 "DAG \"{dag_id}\" has no schedule, so it has no intervals to backfill; trigger runs with `flowctl trigger {dag_id} --date D`"
@@ -100,8 +136,8 @@ impl Service<'_> {
         let local = |t: chrono::DateTime<Utc>| t.with_timezone(&dag.timezone).fixed_offset();
         let mut intervals = Vec::new();
         for interval in all.into_iter().filter(|i| i.end <= now) {
-            let (run_id, action) = match runs::create_interval_run(store, &dag, version, Trigger::Backfill, interval.start, interval.end)? {
-                Some(run) => (run.run_id, BackfillAction::Created),
+            let (run_id, action, kept_state) = match runs::create_interval_run(store, &dag, version, Trigger::Backfill, interval.start, interval.end)? {
+                Some(run) => (run.run_id, BackfillAction::Created, None),
                 None => {
                     let run_id = runs::run_id_for(Trigger::Backfill, interval.start);
                     let existing = store.run(dag_id, &run_id)?;
@@ -110,13 +146,13 @@ impl Service<'_> {
                     let selection = Selection { failed_only: true, ..Selection::default() };
                     if rerun_failed && failed && self.host.while_idle(dag_id, &run_id, &mut || cleared = Some(runs::clear(store, &dag, &run_id, &selection))) {
                         cleared.transpose()?;
-                        (run_id, BackfillAction::Rerun)
+                        (run_id, BackfillAction::Rerun, None)
                     } else {
-                        (run_id, BackfillAction::Kept(existing.map(|r| r.state)))
+                        (run_id, BackfillAction::Kept, existing.map(|r| r.state))
                     }
                 }
             };
-            intervals.push(BackfillInterval { run_id, logical_date: local(interval.start), interval_end: local(interval.end), action });
+            intervals.push(BackfillInterval { run_id, logical_date: local(interval.start), interval_end: local(interval.end), action, kept_state });
         }
         let report = Backfilled { dag_id: dag_id.to_string(), intervals, dag_paused: self.is_paused(dag_id) };
         if !report.queued().is_empty() {

@@ -19,7 +19,7 @@ use crate::dag::AlertEvent;
 pub const ALERTS_TREE: &str = "alerts";
 
 /// Where a delivery is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Claimed; being sent or waiting for its next try.
@@ -42,7 +42,7 @@ impl DeliveryState {
 }
 
 /// How a message travels.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Channel {
     /// One email to every recipient.
@@ -84,7 +84,7 @@ impl Channel {
 }
 
 /// One message flowctl owes, and what became of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertDelivery {
     /// The DAG.
     pub dag_id: String,

@@ -41,7 +41,7 @@ pub struct DagRecord {
 }
 
 /// How a run came to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// `flowctl run` or `flowctl trigger`.
@@ -64,7 +64,7 @@ impl Trigger {
 }
 
 /// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// Created, not started.
@@ -95,7 +95,7 @@ impl RunState {
 }
 
 /// One run of a DAG.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DagRun {
     /// The DAG's id.
     pub dag_id: String,
@@ -110,6 +110,7 @@ pub struct DagRun {
     /// How it was created.
     pub trigger: Trigger,
     /// The parameters, defaults overlaid with `--param` values.
+    #[schema(value_type = Object)]
     pub params: serde_json::Map<String, serde_json::Value>,
     /// The DAG version it runs.
     pub dag_version: u64,
@@ -155,7 +156,7 @@ impl DagRun {
 }
 
 /// One task of one run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskInstance {
     /// The task's id.
     pub task_id: String,
@@ -172,6 +173,7 @@ pub struct TaskInstance {
     /// When the next try may start, while up_for_retry.
     pub retry_at: Option<DateTime<Utc>>,
     /// What the last successful attempt produced.
+    #[schema(value_type = Object)]
     pub outputs: crate::operator::Outputs,
     /// Why the last attempt failed (secrets masked).
     pub error: Option<String>,

@@ -280,6 +280,20 @@ impl Store {
         }
     }
 
+    /// The run an idempotency key of a DAG's triggers created, if one did.
+    pub fn idempotent_run(&self, dag_id: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let ikey = [b"k", dag_id.as_bytes(), b"\0", key.as_bytes()].concat();
+        Ok(self.runs.get(&ikey).map_err(|e| self.sled(e))?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Records that a trigger with `key` created `run_id`, durably. Call it under
+    /// [`Store::run_edits`], after checking [`Store::idempotent_run`], so one key makes one run.
+    pub fn record_idempotent_run(&self, dag_id: &str, key: &str, run_id: &str) -> Result<(), StoreError> {
+        let ikey = [b"k", dag_id.as_bytes(), b"\0", key.as_bytes()].concat();
+        self.runs.insert(ikey, run_id.as_bytes()).map_err(|e| self.sled(e))?;
+        self.flush()
+    }
+
     /// The lock that read-decide-write sequences on runs no loop executes (clear, cancel of an
     /// idle run, retention) hold, so they never interleave.
     pub fn run_edits(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -312,6 +326,17 @@ impl Store {
             Some(bytes) => Ok(Some(Self::decode(&key, &bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// Every version of a DAG, oldest first.
+    pub fn dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersion>, StoreError> {
+        self.versions
+            .scan_prefix([dag_id.as_bytes(), b"\0"].concat())
+            .map(|item| {
+                let (key, value) = item.map_err(|e| self.sled(e))?;
+                Self::decode(&key, &value)
+            })
+            .collect()
     }
 
     /// A run.
