@@ -6,8 +6,9 @@
 #   scripts/install-deps.sh [python] [databases]     (no argument: both)
 #
 # - python: the virtualenv $FLOWCTL_VENV (default ~/.cache/flowctl-venv, outside the checkout,
-#   so `cargo clean` or a new clone keeps it) with aiosmtpd, moto[server] (with boto3) and the
-#   aws CLI, each pinned. python3 with venv is needed; Debian's python3-venv is installed when
+#   so `cargo clean` or a new clone keeps it) with aiosmtpd, moto[server] (with boto3), the aws
+#   CLI, Schemathesis (which fuzzes the server's API from its OpenAPI document) and
+#   prometheus_client (whose parser reads /metrics in the tests), each pinned. python3 with venv is needed; Debian's python3-venv is installed when
 #   missing.
 # - databases: Debian's postgresql and mariadb-server packages, for their server programs only
 #   (/usr/lib/postgresql/<version>/bin/initdb and postgres; mariadbd and mariadb-install-db); no
@@ -22,6 +23,8 @@ set -euo pipefail
 AIOSMTPD_VERSION=1.4.6
 MOTO_VERSION=5.2.5
 AWSCLI_VERSION=1.46.3
+SCHEMATHESIS_VERSION=4.32.5
+PROMETHEUS_CLIENT_VERSION=0.26.0
 FLOWCTL_VENV="${FLOWCTL_VENV:-$HOME/.cache/flowctl-venv}"
 
 # What is ready goes to stdout; what is being installed, and errors, to stderr, so a caller that
@@ -46,24 +49,25 @@ apt_install() {
 
 # Whether the virtualenv has every pinned package at its version (and moto's server extra).
 venv_ready() {
-  "${FLOWCTL_VENV}/bin/python" - "$AIOSMTPD_VERSION" "$MOTO_VERSION" "$AWSCLI_VERSION" 2>/dev/null <<'PY'
+  "${FLOWCTL_VENV}/bin/python" - "$AIOSMTPD_VERSION" "$MOTO_VERSION" "$AWSCLI_VERSION" "$SCHEMATHESIS_VERSION" "$PROMETHEUS_CLIENT_VERSION" 2>/dev/null <<'PY'
 import importlib.metadata as m, sys
-want = dict(zip(["aiosmtpd", "moto", "awscli"], sys.argv[1:]))
+want = dict(zip(["aiosmtpd", "moto", "awscli", "schemathesis", "prometheus_client"], sys.argv[1:]))
 sys.exit(any(m.version(name) != version for name, version in want.items()) or m.version("flask") is None)
 PY
 }
 
 install_python() {
   if venv_ready; then
-    say "python tools ready in ${FLOWCTL_VENV} (aiosmtpd ${AIOSMTPD_VERSION}, moto ${MOTO_VERSION}, awscli ${AWSCLI_VERSION})"
+    say "python tools ready in ${FLOWCTL_VENV} (aiosmtpd ${AIOSMTPD_VERSION}, moto ${MOTO_VERSION}, awscli ${AWSCLI_VERSION}, schemathesis ${SCHEMATHESIS_VERSION}, prometheus_client ${PROMETHEUS_CLIENT_VERSION})"
     return
   fi
   command -v python3 >/dev/null || apt_install python3 python3-venv
   python3 -c "import ensurepip, venv" 2>/dev/null || apt_install python3-venv
-  note "installing aiosmtpd ${AIOSMTPD_VERSION}, moto[server] ${MOTO_VERSION} and awscli ${AWSCLI_VERSION} into ${FLOWCTL_VENV}"
+  note "installing aiosmtpd ${AIOSMTPD_VERSION}, moto[server] ${MOTO_VERSION}, awscli ${AWSCLI_VERSION}, schemathesis ${SCHEMATHESIS_VERSION} and prometheus_client ${PROMETHEUS_CLIENT_VERSION} into ${FLOWCTL_VENV}"
   python3 -m venv "${FLOWCTL_VENV}"
   "${FLOWCTL_VENV}/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "aiosmtpd==${AIOSMTPD_VERSION}" "moto[server]==${MOTO_VERSION}" "awscli==${AWSCLI_VERSION}"
+    "aiosmtpd==${AIOSMTPD_VERSION}" "moto[server]==${MOTO_VERSION}" "awscli==${AWSCLI_VERSION}" \
+    "schemathesis==${SCHEMATHESIS_VERSION}" "prometheus_client==${PROMETHEUS_CLIENT_VERSION}"
   venv_ready || { note "the virtualenv ${FLOWCTL_VENV} still lacks a pinned package"; exit 1; }
 }
 

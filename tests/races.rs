@@ -177,11 +177,11 @@ fn names_in_requests_cannot_reach_outside_the_home() {
         "/api/v1/dags/quick/runs/x/tasks/..%2Ftask/logs",
     ] {
         let (status, body) = server.http("GET", path, Some(&server.token), None);
-        assert_eq!(status, 400, "{path}: {body}");
-        assert!(body.contains("\"code\":\"bad_request\"") && body.contains("invalid") && !body.contains("outside the home"), "{path}: {body}");
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body.contains("\"code\":\"not_found\"") && body.contains("invalid") && !body.contains("outside the home"), "{path}: {body}");
     }
     let (status, answer) = call(&Api::of(&server), "GET", "/api/v1/dags/quick/runs/..%2Fx", None);
-    assert_eq!(status, 400, "{answer}");
+    assert_eq!(status, 404, "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap_or_default().starts_with("invalid run id \"../x\""), "{answer}");
     server.stop().expect_code(0);
 }

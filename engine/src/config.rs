@@ -38,6 +38,9 @@ pub struct Config {
     /// `connections:`: named AWS and SQL connections tasks refer to with `connection:`.
     #[serde(default)]
     pub connections: std::collections::BTreeMap<String, ConnectionSpec>,
+    /// `metrics:`: who may read the server's `/metrics` (`token`, the default, or `public`).
+    #[serde(default)]
+    pub metrics: MetricsAccess,
     /// The file this config was looked for in; messages name it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -48,6 +51,17 @@ pub struct Config {
     /// kept for the connections defined in the environment.
     #[serde(skip)]
     pub services: Vec<String>,
+}
+
+/// Who may read the server's `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsAccess {
+    /// Whoever has the API's bearer token, like every other endpoint.
+    #[default]
+    Token,
+    /// Anyone who reaches the server (a Prometheus that cannot send a token).
+    Public,
 }
 
 /// How the connection to the SMTP server is protected.

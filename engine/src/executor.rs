@@ -120,6 +120,7 @@ pub struct Executor {
     work_dir: PathBuf,
     masker: Masker,
     parallelism: Arc<Semaphore>,
+    parallelism_total: usize,
     dag_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     template_env: minijinja::Environment<'static>,
     process_env: Arc<BTreeMap<String, String>>,
@@ -198,6 +199,7 @@ impl Executor {
             connections: settings.connections,
             masker,
             parallelism: Arc::new(Semaphore::new(settings.parallelism.max(1))),
+            parallelism_total: settings.parallelism.max(1),
             dag_slots: Mutex::new(HashMap::new()),
             template_env: crate::template::environment(),
             process_env: render::process_env(),
@@ -212,6 +214,13 @@ impl Executor {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The global slots: how many are in use by running attempts, and how many there are
+    /// (`parallelism`).
+    pub fn slots(&self) -> (usize, usize) {
+        let total = self.parallelism_total;
+        (total.saturating_sub(self.parallelism.available_permits()), total)
     }
 
     /// Waits until every attempt log line queued so far is on disk.

@@ -35,6 +35,7 @@ pub mod executor;
 pub mod runs;
 pub mod config;
 pub mod alerts;
+pub mod metrics;
 pub mod protocol;
 pub mod service;
 pub mod client;

@@ -41,6 +41,7 @@ pub(super) async fn serve(state: Arc<State>, listener: tokio::net::TcpListener, 
         .route("/api/v1/health", get(health))
         .route("/api/v1/version", get(version))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .with_state(api.clone())
         .nest("/api/v1", v1)
         .layer(axum::extract::DefaultBodyLimit::max(super::rest::MAX_BODY))
@@ -177,6 +178,15 @@ pub(super) async fn version() -> Json<Version> {
     Json(Version { version: env!("CARGO_PKG_VERSION").to_string(), api: "v1".to_string() })
 }
 
+/// `GET /metrics`: the Prometheus text format, behind the token unless config.yaml says
+/// `metrics: public`.
+async fn metrics(Extract(api): Extract<Api>, request: HttpRequest) -> Response {
+    if api.state.execution.config().metrics != crate::config::MetricsAccess::Public && !token_matches(&api, &request) {
+        return unauthorized();
+    }
+    ([(header::CONTENT_TYPE, crate::metrics::Metrics::CONTENT_TYPE)], api.state.metrics.encode()).into_response()
+}
+
 /// `GET /api/v1/openapi.json` (no token): the document describing this API.
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], super::openapi::document()).into_response()
@@ -191,21 +201,29 @@ async fn say_stopping(Extract(api): Extract<Api>, request: HttpRequest, next: Ne
     response
 }
 
-async fn authorize(Extract(api): Extract<Api>, request: HttpRequest, next: Next) -> Response {
+/// Whether the request carries the API's token (compared in constant time).
+fn token_matches(api: &Api, request: &HttpRequest) -> bool {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let ok = presented.len() == api.token.len() && bool::from(presented.as_bytes().ct_eq(api.token.as_bytes()));
-    if !ok {
-        return super::rest::error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token: send `Authorization: Bearer <token>`, the token in server.json in the server's home",
-            Some("Authorization"),
-        );
+    presented.len() == api.token.len() && bool::from(presented.as_bytes().ct_eq(api.token.as_bytes()))
+}
+
+fn unauthorized() -> Response {
+    super::rest::error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong bearer token: send `Authorization: Bearer <token>`, the token in server.json in the server's home",
+        Some("Authorization"),
+    )
+}
+
+async fn authorize(Extract(api): Extract<Api>, request: HttpRequest, next: Next) -> Response {
+    if !token_matches(&api, &request) {
+        return unauthorized();
     }
     next.run(request).await
 }

@@ -105,6 +105,10 @@ pub(crate) struct State {
     wake: Notify,
     /// When the scheduler loop last went round (it does at least every `scheduler::HEARTBEAT`).
     heartbeat: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+    /// `/metrics`.
+    metrics: crate::metrics::Metrics,
+    /// Queued runs, as the scheduler's last pass counted them.
+    queued_runs: std::sync::atomic::AtomicU64,
     /// Wakes the API's waiters when a run ends.
     run_ended: Notify,
     /// Fired at shutdown: nothing new starts.
@@ -127,6 +131,29 @@ impl State {
         self.active.lock().unwrap_or_else(|e| e.into_inner()).keys().filter(|(d, _)| d == dag_id).count()
     }
 
+    /// The values `/metrics` reads at each scrape.
+    fn snapshot(&self) -> crate::metrics::Snapshot {
+        let active: Vec<(String, String)> = self.active.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let waiting_tasks = active
+            .iter()
+            .filter_map(|(dag, run)| self.store().task_instances(dag, run).ok())
+            .map(|tasks| tasks.iter().filter(|ti| ti.state == crate::lifecycle::TaskState::Scheduled).count() as u64)
+            .sum();
+        let (in_use, slots) = self.execution.slots();
+        let alerts = self.execution.alert_summary();
+        let beat = *self.heartbeat.lock().unwrap_or_else(|e| e.into_inner());
+        crate::metrics::Snapshot {
+            queued_runs: self.queued_runs.load(std::sync::atomic::Ordering::Relaxed),
+            waiting_tasks,
+            slots_in_use: in_use as u64,
+            slots: slots as u64,
+            alerts_delivered: alerts.delivered as u64,
+            alerts_failed: alerts.failed as u64,
+            store_bytes: self.store().size_on_disk(),
+            scheduler_heartbeat: beat.map_or(0.0, |b| b.timestamp_millis() as f64 / 1000.0),
+        }
+    }
+
     /// Starts executing a run in the background.
     fn start_run(self: &Arc<Self>, dag: Arc<Dag>, run: DagRun) {
         let key = (run.dag_id.clone(), run.run_id.clone());
@@ -143,8 +170,12 @@ impl State {
             active.insert(key.clone(), control.clone());
         }
         tracing::info!(dag_id = %key.0, run_id = %key.1, "run started");
+        if run.trigger == crate::state::Trigger::Scheduled && run.start.is_none() {
+            let delay = (chrono::Utc::now() - run.data_interval_end).to_std().unwrap_or_default();
+            self.metrics.schedule_delay.observe(delay.as_secs_f64());
+        }
         let state = self.clone();
-        let progress = log_progress(key.0.clone(), key.1.clone());
+        let progress = watch_progress(self.clone(), dag.clone(), key.1.clone());
         tokio::spawn(async move {
             match state.execution.execute(dag, run, control, progress).await {
                 Ok(finished) => {
@@ -178,16 +209,34 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
-fn log_progress(dag_id: String, run_id: String) -> Arc<dyn Fn(Progress) + Send + Sync> {
+/// What the server does with a run's events: log them, and move the metrics.
+fn watch_progress(server: Arc<State>, dag: Arc<Dag>, run_id: String) -> Arc<dyn Fn(Progress) + Send + Sync> {
+    let dag_id = dag.id.clone();
+    let started = Mutex::new(None::<std::time::Instant>);
     Arc::new(move |p| match p {
+        Progress::RunStarted { .. } => {
+            *started.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+            server.metrics.runs_started.get_or_create(&crate::metrics::DagLabels { dag_id: dag_id.clone() }).inc();
+        }
         Progress::AttemptStarted { task_id, try_number, max_tries } => {
             tracing::info!(%dag_id, %run_id, %task_id, try_number, max_tries, "attempt started");
         }
-        Progress::TaskSettled { task_id, state, try_number, error, .. } => match error {
-            Some(error) => tracing::warn!(%dag_id, %run_id, %task_id, try_number, state = state.name(), %error, "task settled"),
-            None => tracing::info!(%dag_id, %run_id, %task_id, try_number, state = state.name(), "task settled"),
-        },
-        _ => {}
+        Progress::TaskSettled { task_id, state, try_number, error, duration } => {
+            match &error {
+                Some(error) => tracing::warn!(%dag_id, %run_id, %task_id, try_number, state = state.name(), %error, "task settled"),
+                None => tracing::info!(%dag_id, %run_id, %task_id, try_number, state = state.name(), "task settled"),
+            }
+            // An attempt ended (rather than a trigger rule settling a task that never ran).
+            if duration.is_some() {
+                let operator = dag.task(&task_id).map_or("unknown", |t| t.operator.as_str());
+                server.metrics.attempt_ended(&dag_id, &task_id, operator, state.name(), duration);
+            }
+        }
+        Progress::RunFinished { state } => {
+            let took = started.lock().unwrap_or_else(|e| e.into_inner()).map(|s| s.elapsed());
+            server.metrics.run_ended(&dag_id, state.name(), took);
+        }
+        Progress::StepCommitted => {}
     })
 }
 
@@ -316,7 +365,12 @@ pub fn serve(home_flag: Option<&Path>, args: &ServerArgs, registry: &Registry) -
         tracing::warn!(%notice, "alerts");
         eprintln!("flowctl server: warning: {notice}");
     })?;
-    let state = Arc::new(State {
+    let state = Arc::new_cyclic(|me: &std::sync::Weak<State>| State {
+        metrics: crate::metrics::Metrics::new({
+            let me = me.clone();
+            Arc::new(move || me.upgrade().map(|state| state.snapshot()).unwrap_or_default())
+        }),
+        queued_runs: std::sync::atomic::AtomicU64::new(0),
         home,
         registry: registry.clone(),
         execution,

@@ -49,6 +49,7 @@ fn pass(state: &Arc<State>) -> Result<Option<DateTime<Utc>>, crate::protocol::Se
     let store = state.store();
     let now = Utc::now();
     let mut next_wake: Option<DateTime<Utc>> = None;
+    let mut queued_total = 0u64;
     for mut record in store.dags()? {
         let dag = match state.dag(&record.dag_id, record.latest_version) {
             Ok(dag) => dag,
@@ -100,6 +101,7 @@ fn pass(state: &Arc<State>) -> Result<Option<DateTime<Utc>>, crate::protocol::Se
         }
         // Queued runs start oldest first while the DAG has room.
         let mut queued: Vec<_> = store.runs(&dag.id)?.into_iter().filter(|r| r.state == RunState::Queued).collect();
+        queued_total += queued.len() as u64;
         queued.sort_by_key(|r| (r.logical_date, r.created_at));
         for run in queued {
             if state.active_count(&dag.id) >= dag.max_active_runs as usize {
@@ -111,5 +113,6 @@ fn pass(state: &Arc<State>) -> Result<Option<DateTime<Utc>>, crate::protocol::Se
             }
         }
     }
+    state.queued_runs.store(queued_total, std::sync::atomic::Ordering::Relaxed);
     Ok(next_wake)
 }

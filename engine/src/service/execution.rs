@@ -103,6 +103,16 @@ impl Execution {
         self.alerts.finish(bound)
     }
 
+    /// The global slots in use, and in all.
+    pub fn slots(&self) -> (usize, usize) {
+        self.executor.slots()
+    }
+
+    /// How many alert deliveries succeeded and failed so far.
+    pub fn alert_summary(&self) -> Summary {
+        self.alerts.summary()
+    }
+
     /// The config file it was started with.
     pub fn config(&self) -> &Config {
         &self.config

@@ -196,7 +196,8 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// Checks a name a request carries against the id grammar, before any path is built from it: DAG
 /// and task ids are lower-case letters, digits, `_` and `-` (what compile accepts); run ids also
 /// hold upper-case letters, `.`, `:` and `+` (`manual__2024-03-01T00:00:00Z.2`), but never start
-/// with `.`. So no request can name a file outside the home (`..`, `/`).
+/// with `.`. So no request can name a file outside the home (`..`, `/`). A name outside the
+/// grammar names nothing that can exist: the error is "not found", and says why.
 pub fn check_name(kind: NameKind, name: &str) -> Result<(), ServiceError> {
     let (what, allowed, grammar): (&str, fn(char) -> bool, &str) = match kind {
         NameKind::Dag => ("DAG id", |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-', "lower-case letters, digits, \"_\" and \"-\""),
@@ -208,7 +209,7 @@ pub fn check_name(kind: NameKind, name: &str) -> Result<(), ServiceError> {
     if ok {
         return Ok(());
     }
-    Err(ServiceError::bad_request(format!(
+    Err(ServiceError::not_found(format!(
         "invalid {what} \"{shown}{}\": {what}s hold only {grammar}, at most {MAX_NAME_BYTES} bytes; `flowctl status` lists the DAGs and their runs",
         if name.chars().count() > 80 { "..." } else { "" }
     )))
