@@ -104,10 +104,13 @@ pub fn store_version(store: &Store, dag: &Dag) -> Result<(u64, Change), StoreErr
     let hash = source_hash(&dag.source);
     let record = store.dag(&dag.id)?;
     if let Some(record) = &record {
-        if let Some(latest) = store.dag_version(&dag.id, record.latest_version)? {
-            if latest.hash == hash {
-                return Ok((latest.version, Change::Unchanged));
-            }
+        match store.dag_version(&dag.id, record.latest_version) {
+            Ok(Some(latest)) if latest.hash == hash => return Ok((latest.version, Change::Unchanged)),
+            Ok(_) => {}
+            // An unreadable latest version is replaced by this one rather than blocking every
+            // apply of the DAG from now on.
+            Err(e @ StoreError::Corrupt { .. }) => store.skip_unreadable(&e),
+            Err(e) => return Err(e),
         }
     }
     let version = record.as_ref().map_or(1, |r| r.latest_version + 1);
