@@ -127,6 +127,14 @@ fn generated_cases(dir: &Path) -> Vec<Case> {
     std::fs::write(dir.join("documents_quarter_million.yaml"), "---\n".repeat(250_000)).expect("write");
     cases.push(case("documents_quarter_million.yaml", "file holds 250000 YAML documents"));
 
+    // A command line longer than Linux passes to a program: it would fail every attempt.
+    std::fs::write(
+        dir.join("shell_command_past_the_kernel_limit.yaml"),
+        format!("dag: long_command\ntasks:\n  - id: a\n    operator: shell\n    with:\n      command: \": {}\"\n", "x".repeat(200_000)),
+    )
+    .expect("write");
+    cases.push(case("shell_command_past_the_kernel_limit.yaml", "task \"a\": operator \"shell\": with.command: is 200002 bytes, more than the 131071"));
+
     // Not regular files: a FIFO would block a reader forever, /dev/zero never ends.
     nix::unistd::mkfifo(&dir.join("fifo.yaml"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
     cases.push(case("fifo.yaml", "1:1: error: cannot read: not a regular file"));
