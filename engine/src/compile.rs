@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::dag::{
     AlertEvent, Alerts, Backoff, Dag, EmailAlert, RetryPolicy, Task, TriggerRule, WebhookAlert, WebhookFormat,
 };
-use crate::diagnostic::{suggestion, Diagnostic};
+use crate::diagnostic::{list_names, suggestion, Diagnostic};
 use crate::graph::TaskGraph;
 use crate::operator::Registry;
 use crate::schedule::Schedule;
@@ -66,6 +66,37 @@ pub const ALERTS_KEYS: &[&str] = &["email", "webhook"];
 pub const EMAIL_KEYS: &[&str] = &["to", "on"];
 /// The keys of `alerts.webhook:`.
 pub const WEBHOOK_KEYS: &[&str] = &["urls", "format", "on"];
+
+// The bounds of the DAG format. Compile enforces each one with an error that names it, so a file
+// that passes compile can be stored, scheduled, run and shown; docs/dag-format.md ("Limits")
+// lists them. The reader's own bounds (nesting depth, alias expansion) are in `yaml`.
+
+/// The largest DAG file compile reads: 1 MiB. A real DAG is a few kilobytes; a generated one with
+/// thousands of tasks stays well below this.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// The most tasks one DAG may have.
+pub const MAX_TASKS: usize = 10_000;
+/// The longest DAG id or task id, in characters. Ids become folder and file names
+/// (`logs/<dag>/<run>/<task>/<try>.log`, `work/<dag>/<run>/<task>.<try>.output`), whose parts a
+/// file system allows 255 bytes each; 128 leaves room for what flowctl adds around an id.
+pub const MAX_ID_LEN: usize = 128;
+/// The most errors compile lists for one file (and, separately, the most warnings); one more line
+/// says how many more it found.
+pub const MAX_DIAGNOSTICS_PER_FILE: usize = 100;
+/// The most retries a task may have.
+pub const MAX_RETRIES: i64 = 100;
+/// The largest `max_active_runs`.
+pub const MAX_ACTIVE_RUNS: i64 = 1_000;
+/// The largest `max_active_tasks`.
+pub const MAX_ACTIVE_TASKS: i64 = 10_000;
+/// The largest `retention.runs`.
+pub const MAX_RETENTION_RUNS: i64 = 1_000_000;
+/// The largest `retention.days`: about a hundred years.
+pub const MAX_RETENTION_DAYS: i64 = 36_500;
+/// The longest `retry_delay`, `max_retry_delay` and `timeout`: 30 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// [`MAX_DURATION`] as users write it.
+pub const MAX_DURATION_TEXT: &str = "30d";
 
 /// One DAG file's name and bytes.
 #[derive(Debug, Clone)]
@@ -116,16 +147,88 @@ pub fn discover(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
     (files, errors)
 }
 
+/// Collects the DAG files under `dir`, each folder once: a symbolic link back to a folder above
+/// (`dags/loop -> ..`) is visited only the first time, so a loop neither recurses without end nor
+/// finds every file again at each turn.
 fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk(&path, found)?;
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-            found.push(path);
+    let mut visited = std::collections::HashSet::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        if !visited.insert(std::fs::canonicalize(&folder)?) {
+            continue;
+        }
+        for entry in std::fs::read_dir(&folder)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                found.push(path);
+            }
         }
     }
     Ok(())
+}
+
+/// Reads one DAG file within [`MAX_FILE_BYTES`]: a larger file, or anything that is not a regular
+/// file (a FIFO would block the reader forever, a device would never end), is refused before any of
+/// it is read.
+pub fn read_source(path: &Path) -> Result<SourceFile, Box<Diagnostic>> {
+    use std::io::Read;
+    let start = Pos { line: 1, col: 1 };
+    let cannot_read = |e: std::io::Error| Box::new(Diagnostic::error(path, start, format!("cannot read: {e}")));
+    let meta = std::fs::metadata(path).map_err(cannot_read)?;
+    if !meta.is_file() {
+        return Err(Box::new(
+            Diagnostic::error(path, start, "cannot read: not a regular file")
+                .with_hint("a DAG file is a regular .yaml or .yml file; remove or rename this one"),
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Box::new(too_large(path, meta.len(), true)));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path).and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)).map_err(cannot_read)?;
+    // The file may have grown since it was measured.
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Box::new(too_large(path, bytes.len() as u64, false)));
+    }
+    Ok(SourceFile { path: path.to_path_buf(), bytes })
+}
+
+/// The first character YAML does not allow in a file (outside the printable set of YAML 1.2,
+/// section 5.1: tab, line breaks, and everything from space on except DEL, the C1 controls other
+/// than NEL, U+FFFE and U+FFFF), with its place.
+fn first_unprintable(source: &str) -> Option<(Pos, char)> {
+    let printable = |c: char| {
+        matches!(c, '\t' | '\n' | '\r' | '\u{85}')
+            || (' '..='\u{7e}').contains(&c)
+            || ('\u{a0}'..='\u{fffd}').contains(&c)
+            || c >= '\u{10000}'
+    };
+    let (mut line, mut col) = (1, 1);
+    for c in source.chars() {
+        if !printable(c) {
+            return Some((Pos { line, col }, c));
+        }
+        if c == '\n' {
+            line += 1;
+            col = 1;
+        } else {
+            col += 1;
+        }
+    }
+    None
+}
+
+/// The error for a file of `size` bytes (or, when not `exact`, at least that many).
+fn too_large(path: &Path, size: u64, exact: bool) -> Diagnostic {
+    let at_least = if exact { "" } else { "at least " };
+    Diagnostic::error(
+        path,
+        Pos { line: 1, col: 1 },
+        format!("file is {at_least}{size} bytes, more than the {MAX_FILE_BYTES} bytes (1 MiB) a DAG file may have"),
+    )
+    .with_hint("split the pipeline into several DAG files; a DAG needing this much YAML is likely generated and can be generated smaller")
 }
 
 /// Reads and compiles the DAG files under `paths` (see [`discover`]).
@@ -133,9 +236,9 @@ pub fn compile_paths(paths: &[PathBuf], registry: &Registry) -> Result<Compiled,
     let (files, mut errors) = discover(paths);
     let mut sources = Vec::with_capacity(files.len());
     for path in files {
-        match std::fs::read(&path) {
-            Ok(bytes) => sources.push(SourceFile { path, bytes }),
-            Err(e) => errors.push(Diagnostic::error(&path, Pos { line: 1, col: 1 }, format!("cannot read: {e}"))),
+        match read_source(&path) {
+            Ok(source) => sources.push(source),
+            Err(e) => errors.push(*e),
         }
     }
     match compile(&sources, registry) {
@@ -205,20 +308,53 @@ fn compile_each(files: &[SourceFile], registry: &Registry) -> Vec<FileResult> {
         let handles: Vec<_> = files
             .chunks(chunk)
             .map(|part| {
-                scope.spawn(move || {
+                let handle = scope.spawn(move || {
                     let env = template::environment();
                     part.iter().map(|f| compile_file(f, registry, &env)).collect::<Vec<_>>()
-                })
+                });
+                (part, handle)
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .flat_map(|(part, handle)| {
+                // Compile never panics; should it ever, the files of that thread fail loudly
+                // instead of dropping out of the result as if they were not there.
+                handle.join().unwrap_or_else(|_| {
+                    part.iter()
+                        .map(|f| {
+                            let d = Diagnostic::error(&f.path, Pos { line: 1, col: 1 }, "compile failed unexpectedly on this file")
+                                .with_hint("this is a bug in flowctl: please report it with the file");
+                            (None, None, vec![d])
+                        })
+                        .collect()
+                })
+            })
+            .collect()
     })
 }
 
 /// Checks one file. Returns the DAG when the file has no error, the position of its `dag:` value,
 /// and its diagnostics.
 fn compile_file(file: &SourceFile, registry: &Registry, env: &minijinja::Environment<'_>) -> FileResult {
-    let mut cx = Checker { file: &file.path, diags: Vec::new(), task: None };
+    let mut cx = Checker::new(&file.path);
+    let (dag, id_pos) = check_file(&mut cx, file, registry, env);
+    let diags = cx.finish();
+    let has_errors = diags.iter().any(|d| d.severity == crate::diagnostic::Severity::Error);
+    (if has_errors { None } else { dag }, id_pos, diags)
+}
+
+fn check_file(
+    cx: &mut Checker<'_>,
+    file: &SourceFile,
+    registry: &Registry,
+    env: &minijinja::Environment<'_>,
+) -> (Option<Dag>, Option<Pos>) {
+    if file.bytes.len() as u64 > MAX_FILE_BYTES {
+        cx.diags.push(too_large(&file.path, file.bytes.len() as u64, true));
+        cx.errors += 1;
+        return (None, None);
+    }
     let source = match std::str::from_utf8(&file.bytes) {
         Ok(s) => s,
         Err(e) => {
@@ -230,23 +366,35 @@ fn compile_file(file: &SourceFile, registry: &Registry, env: &minijinja::Environ
                 format!("file is not valid UTF-8 (byte offset {})", e.valid_up_to()),
                 Some("save the file as UTF-8"),
             );
-            return (None, None, cx.diags);
+            return (None, None);
         }
     };
+    // Editors on Windows may start a UTF-8 file with a byte order mark; it is not part of the YAML.
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    if let Some((pos, c)) = first_unprintable(source) {
+        // The YAML reader stops at a NUL as if the file ended there, which would hide the rest of
+        // the file; every other control character is as invisible in an editor.
+        cx.error(
+            pos,
+            format!("file holds the control character U+{:04X}; YAML allows only printable characters", u32::from(c)),
+            Some("remove it; inside a double-quoted string, write it as an escape such as \"\\x07\" if the value needs it"),
+        );
+        return (None, None);
+    }
     let docs = match yaml::parse(source) {
         Ok(docs) => docs,
         Err(e) => {
-            let hint = if e.message.starts_with("unknown alias") {
+            let hint = if let Some(hint) = &e.hint {
+                hint.as_str()
+            } else if e.message.starts_with("unknown alias") {
                 "define the anchor (`&name`) on a node above the alias (`*name`) that copies it"
-            } else if e.message.starts_with("a merge key") {
-                "write `<<: *name` where `&name` anchors a mapping, or `<<: [*a, *b]`"
             } else if e.message.starts_with("mapping values are not allowed") {
                 "check the indentation: keys of one mapping start in the same column; quote values that hold \": \""
             } else {
                 "check the indentation and quoting here"
             };
             cx.error(e.pos, format!("invalid YAML: {}", e.message), Some(hint));
-            return (None, None, cx.diags);
+            return (None, None);
         }
     };
     if docs.roots.len() > 1 {
@@ -256,14 +404,21 @@ fn compile_file(file: &SourceFile, registry: &Registry, env: &minijinja::Environ
             format!("file holds {} YAML documents; a DAG file holds exactly one DAG", docs.roots.len()),
             Some("split the documents into one file each"),
         );
-        return (None, None, cx.diags);
+        return (None, None);
     }
     let root = match docs.roots.into_iter().next() {
         Some(root) if !matches!(root.kind, NodeKind::Scalar(Scalar::Null)) => root,
         _ => {
-            let message = if source.trim().is_empty() { "file is empty" } else { "file holds only comments, no DAG" };
+            let only_comments = source.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+            let message = if source.trim().is_empty() {
+                "file is empty"
+            } else if only_comments {
+                "file holds only comments, no DAG"
+            } else {
+                "file holds an empty YAML document, no DAG"
+            };
             cx.error(Pos { line: 1, col: 1 }, message, Some("a DAG file needs at least `dag:` and `tasks:`"));
-            return (None, None, cx.diags);
+            return (None, None);
         }
     };
     if root.as_map().is_none() {
@@ -272,21 +427,30 @@ fn compile_file(file: &SourceFile, registry: &Registry, env: &minijinja::Environ
             format!("a DAG file must be a mapping with `dag:` and `tasks:`, found {}", root.type_name()),
             Some("a file holds one DAG: write its keys at the top level, without a leading `- `"),
         );
-        return (None, None, cx.diags);
+        return (None, None);
+    }
+    for problem in &docs.problems {
+        cx.yaml_problem(&root, problem);
     }
     let dag = cx.dag(&root, source, registry, env);
-    cx.diags.sort_by_key(|d| (d.line, d.column));
     let id_pos = root.get("dag").map(|(_, v)| v.pos);
-    let has_errors = cx.diags.iter().any(|d| d.severity == crate::diagnostic::Severity::Error);
-    (if has_errors { None } else { dag }, id_pos, cx.diags)
+    (dag, id_pos)
 }
 
-/// Accumulates one file's diagnostics while its keys are read.
+/// Accumulates one file's diagnostics while its keys are read, listing at most
+/// [`MAX_DIAGNOSTICS_PER_FILE`] errors and as many warnings: a file of thousands of mistakes is
+/// fixed a hundred at a time, and its report stays small whatever the file holds.
 struct Checker<'f> {
     file: &'f Path,
     diags: Vec<Diagnostic>,
     /// The task being checked, named in each diagnostic.
     task: Option<String>,
+    /// Errors found, listed or not.
+    errors: usize,
+    /// Warnings found, listed or not.
+    warnings: usize,
+    /// Where the first error and the first warning that were not listed are.
+    first_omitted: [Option<Pos>; 2],
 }
 
 /// A task's settings as read, before defaults and graph checks.
@@ -326,20 +490,114 @@ impl TaskSettings {
 }
 
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 impl<'f> Checker<'f> {
+    fn new(file: &'f Path) -> Self {
+        Checker { file, diags: Vec::new(), task: None, errors: 0, warnings: 0, first_omitted: [None, None] }
+    }
+
+    /// Whether another error would still be listed. Checks whose message costs work (a "did you
+    /// mean" among thousands of tasks) ask first, so a file of many mistakes stays quick.
+    fn room(&self) -> bool {
+        self.errors < MAX_DIAGNOSTICS_PER_FILE
+    }
+
     fn error(&mut self, pos: Pos, message: impl Into<String>, hint: Option<&str>) {
-        let mut d = Diagnostic::error(self.file, pos, message).in_task(self.task.as_deref());
-        d.hint = hint.map(str::to_string);
-        self.diags.push(d);
+        self.errors += 1;
+        if self.errors > MAX_DIAGNOSTICS_PER_FILE {
+            self.first_omitted[0].get_or_insert(pos);
+            return;
+        }
+        self.diags.push(Diagnostic::error(self.file, pos, message).in_task(self.task.as_deref()).with_hint_opt(hint));
+    }
+
+    /// An error whose message is only written when it will be listed.
+    fn error_with(&mut self, pos: Pos, describe: impl FnOnce() -> (String, Option<String>)) {
+        if self.room() {
+            let (message, hint) = describe();
+            self.error(pos, message, hint.as_deref());
+        } else {
+            self.error(pos, String::new(), None);
+        }
     }
 
     fn warning(&mut self, pos: Pos, message: impl Into<String>, hint: Option<&str>) {
-        let mut d = Diagnostic::warning(self.file, pos, message).in_task(self.task.as_deref());
-        d.hint = hint.map(str::to_string);
-        self.diags.push(d);
+        self.warnings += 1;
+        if self.warnings > MAX_DIAGNOSTICS_PER_FILE {
+            self.first_omitted[1].get_or_insert(pos);
+            return;
+        }
+        self.diags.push(Diagnostic::warning(self.file, pos, message).in_task(self.task.as_deref()).with_hint_opt(hint));
+    }
+
+    /// The file's diagnostics in the order of the file, then one line for each kind of which more
+    /// were found than listed.
+    fn finish(mut self) -> Vec<Diagnostic> {
+        self.diags.sort_by_key(|d| (d.line, d.column));
+        let omitted = [
+            (self.errors.saturating_sub(MAX_DIAGNOSTICS_PER_FILE), "error"),
+            (self.warnings.saturating_sub(MAX_DIAGNOSTICS_PER_FILE), "warning"),
+        ];
+        for (i, (count, kind)) in omitted.into_iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            let pos = self.first_omitted[i].unwrap_or_default();
+            let plural = if count == 1 { "" } else { "s" };
+            let message = format!(
+                "{count} more {kind}{plural} in this file not shown (the first {MAX_DIAGNOSTICS_PER_FILE} are), the next one here"
+            );
+            let d = if i == 0 { Diagnostic::error(self.file, pos, message) } else { Diagnostic::warning(self.file, pos, message) };
+            let mut d = d.with_hint(format!(
+                "compile lists at most {MAX_DIAGNOSTICS_PER_FILE} {kind}s per file: fix these and check again"
+            ));
+            d.omitted = count;
+            self.diags.push(d);
+        }
+        self.diags
+    }
+
+    /// Reports a mistake the YAML reader left out of the tree, naming the mapping that holds it
+    /// (and the task, for a mapping inside one).
+    fn yaml_problem(&mut self, root: &Node, problem: &yaml::Problem) {
+        use yaml::PathSegment;
+        let (task, rest) = match problem.path.as_slice() {
+            [PathSegment::Key(tasks), PathSegment::Index(i), rest @ ..] if tasks == "tasks" => {
+                let id = root
+                    .get("tasks")
+                    .and_then(|(_, v)| v.as_seq())
+                    .and_then(|items| items.get(*i))
+                    .and_then(|t| t.get("id"))
+                    .and_then(|(_, v)| v.scalar_text())
+                    .filter(|id| valid_id(id));
+                (Some(id), rest)
+            }
+            path => (None, path),
+        };
+        let what = match (&task, rest) {
+            (None, []) => "a DAG file".to_string(),
+            (Some(_), []) => "a task".to_string(),
+            (_, path) => format!("`{}:`", yaml::path_text(path)),
+        };
+        let saved = self.task.take();
+        self.task = task.flatten();
+        match &problem.kind {
+            yaml::ProblemKind::DuplicateKey { key, first } => self.error(
+                problem.pos,
+                format!("duplicate key \"{key}\" in {what} (first set at line {})", first.line),
+                Some("a key may appear once: remove one of them"),
+            ),
+            yaml::ProblemKind::CollectionKey { found } => self.error(
+                problem.pos,
+                format!("keys of {what} must be strings, found {found}"),
+                Some("write the key as a plain name; a `? ` or `[...]:` key is a YAML mapping or list"),
+            ),
+        }
+        self.task = saved;
     }
 
     /// The entries of a mapping, with unknown and duplicate keys reported. `what` names the
@@ -349,28 +607,20 @@ impl<'f> Checker<'f> {
             self.error(node.pos, format!("{what} must be a mapping, found {}", node.type_name()), None);
             return Vec::new();
         };
-        let mut seen: Vec<(&str, Pos)> = Vec::new();
+        // The YAML reader already reported and dropped duplicate keys, in every mapping.
         let mut out = Vec::new();
         for (key, value) in map {
             let Some(name) = key.as_str() else {
                 self.error(key.pos, format!("keys of {what} must be strings, found {}", key.type_name()), None);
                 continue;
             };
-            if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == name) {
-                self.error(
-                    key.pos,
-                    format!("duplicate key \"{name}\" in {what} (first set at line {})", first.line),
-                    Some("a key may appear once: remove one of them"),
-                );
-                continue;
-            }
-            seen.push((name, key.pos));
             if !known.contains(&name) {
-                self.error(
-                    key.pos,
-                    format!("unknown key \"{name}\" in {what}{}", suggestion(name, known.iter().copied())),
-                    Some(&format!("valid keys: {}", known.join(", "))),
-                );
+                self.error_with(key.pos, || {
+                    (
+                        format!("unknown key \"{name}\" in {what}{}", suggestion(name, known.iter().copied())),
+                        Some(format!("valid keys: {}", known.join(", "))),
+                    )
+                });
                 continue;
             }
             out.push((name, key.pos, value));
@@ -405,25 +655,39 @@ impl<'f> Checker<'f> {
         }
     }
 
-    fn count(&mut self, key: &str, node: &Node, min: i64) -> Option<u32> {
+    /// A whole number in `min..=max`. Every integer of the format has a maximum, so a value that
+    /// would wrap, overflow a date or ask for a billion retries is an error that names the range.
+    fn count(&mut self, key: &str, node: &Node, min: i64, max: i64) -> Option<u32> {
+        let range_hint = || format!("use a whole number from {min} to {max}");
         match node.kind {
-            NodeKind::Scalar(Scalar::Int(i)) if i >= min && i <= i64::from(u32::MAX) => u32::try_from(i).ok(),
+            NodeKind::Scalar(Scalar::Int(i)) if (min..=max).contains(&i) => u32::try_from(i).ok(),
+            NodeKind::Scalar(Scalar::Int(i)) if i < min => {
+                self.error(node.pos, format!("\"{key}\" must be at least {min}, found {i}"), Some(&range_hint()));
+                None
+            }
             NodeKind::Scalar(Scalar::Int(i)) => {
-                self.error(node.pos, format!("\"{key}\" must be at least {min}, found {i}"), Some(&format!("use {min} or more")));
+                self.error(node.pos, format!("\"{key}\" must be at most {max}, found {i}"), Some(&range_hint()));
+                None
+            }
+            // A whole number beyond 64 bits is read as a float; it is still a number too large.
+            NodeKind::Scalar(Scalar::Float(f)) if f.is_finite() && f.fract() == 0.0 && f.abs() >= 9.2e18 => {
+                let (bound, word) = if f < 0.0 { (min, "least") } else { (max, "most") };
+                self.error(node.pos, format!("\"{key}\" must be at {word} {bound}, found {f:.0}"), Some(&range_hint()));
                 None
             }
             _ => {
                 self.error(
                     node.pos,
                     format!("\"{key}\" must be a whole number, found {}", node.type_name()),
-                    Some(&format!("write a number without quotes, e.g. `{key}: {}`", min.max(2))),
+                    Some(&format!("write a number without quotes, e.g. `{key}: {}`", min.max(2).min(max))),
                 );
                 None
             }
         }
     }
 
-    fn duration(&mut self, key: &str, node: &Node) -> Option<Duration> {
+    /// A duration up to [`MAX_DURATION`]; `zero` says whether `0s` means something for `key`.
+    fn duration(&mut self, key: &str, node: &Node, zero: bool) -> Option<Duration> {
         let hint = "write a duration such as 30s, 10m, 2h or 1h 30m";
         let Some(text) = node.as_str() else {
             if let NodeKind::Scalar(Scalar::Int(n)) = node.kind {
@@ -437,8 +701,35 @@ impl<'f> Checker<'f> {
             }
             return None;
         };
+        let too_long = |cx: &mut Self| {
+            cx.error(
+                node.pos,
+                format!("\"{key}\" must be at most {MAX_DURATION_TEXT} (30 days), found \"{text}\""),
+                Some(&format!("use a duration up to {MAX_DURATION_TEXT}")),
+            );
+        };
+        if text.trim_start().starts_with('-') {
+            self.error(node.pos, format!("\"{key}\" must not be negative, found \"{text}\""), Some(hint));
+            return None;
+        }
         match humantime::parse_duration(text) {
+            Ok(d) if d > MAX_DURATION => {
+                too_long(self);
+                None
+            }
+            Ok(d) if d.is_zero() && !zero => {
+                self.error(
+                    node.pos,
+                    format!("\"{key}\" must be longer than 0s, found \"{text}\""),
+                    Some(&format!("leave \"{key}\" out for no limit, or give the longest an attempt may run, e.g. 1h")),
+                );
+                None
+            }
             Ok(d) => Some(d),
+            Err(humantime::DurationError::NumberOverflow) => {
+                too_long(self);
+                None
+            }
             Err(humantime::DurationError::UnknownUnit { unit, .. }) if !unit.is_empty() => {
                 const UNITS: &[&str] = &[
                     "ms", "s", "sec", "seconds", "second", "m", "min", "minutes", "minute", "h", "hours", "hour", "d",
@@ -533,7 +824,16 @@ impl<'f> Checker<'f> {
                 return None;
             }
         };
-        if valid_id(&text) {
+        let length = text.chars().count();
+        if length > MAX_ID_LEN {
+            let shown: String = text.chars().take(32).collect();
+            self.error(
+                node.pos,
+                format!("{what} id \"{shown}...\" is {length} characters long; an id may have at most {MAX_ID_LEN}"),
+                Some("shorten it: ids become folder and file names (logs/<dag>/<run>/<task>/<try>.log), which file systems keep short"),
+            );
+            None
+        } else if valid_id(&text) {
             Some(text)
         } else {
             self.error(
@@ -547,10 +847,10 @@ impl<'f> Checker<'f> {
 
     fn settings(&mut self, key: &str, node: &Node, settings: &mut TaskSettings) {
         match key {
-            "retries" => settings.retries = self.count(key, node, 0),
-            "retry_delay" => settings.retry_delay = self.duration(key, node),
-            "max_retry_delay" => settings.max_retry_delay = self.duration(key, node),
-            "timeout" => settings.timeout = self.duration(key, node),
+            "retries" => settings.retries = self.count(key, node, 0, MAX_RETRIES),
+            "retry_delay" => settings.retry_delay = self.duration(key, node, true),
+            "max_retry_delay" => settings.max_retry_delay = self.duration(key, node, true),
+            "timeout" => settings.timeout = self.duration(key, node, false),
             "retry_backoff" => {
                 settings.retry_backoff =
                     self.choice(key, node, &[(Backoff::Fixed, "fixed"), (Backoff::Exponential, "exponential")]);
@@ -740,8 +1040,8 @@ impl<'f> Checker<'f> {
             }
         }
         let catchup = find("catchup").and_then(|(_, v)| self.bool("catchup", v)).unwrap_or(false);
-        let max_active_runs = find("max_active_runs").and_then(|(_, v)| self.count("max_active_runs", v, 1)).unwrap_or(1);
-        let max_active_tasks = find("max_active_tasks").and_then(|(_, v)| self.count("max_active_tasks", v, 1)).unwrap_or(16);
+        let max_active_runs = find("max_active_runs").and_then(|(_, v)| self.count("max_active_runs", v, 1, MAX_ACTIVE_RUNS)).unwrap_or(1);
+        let max_active_tasks = find("max_active_tasks").and_then(|(_, v)| self.count("max_active_tasks", v, 1, MAX_ACTIVE_TASKS)).unwrap_or(16);
         let description = find("description").and_then(|(_, v)| self.string("description", v));
 
         let mut params = serde_json::Map::new();
@@ -778,8 +1078,8 @@ impl<'f> Checker<'f> {
         if let Some((_, v)) = find("retention") {
             for (key, _, value) in self.entries(v, RETENTION_KEYS, "`retention:`") {
                 match key {
-                    "runs" => retention.runs = self.count("retention.runs", value, 1).map(|n| n as usize),
-                    "days" => retention.days = self.count("retention.days", value, 1),
+                    "runs" => retention.runs = self.count("retention.runs", value, 1, MAX_RETENTION_RUNS).map(|n| n as usize),
+                    "days" => retention.days = self.count("retention.days", value, 1, MAX_RETENTION_DAYS),
                     _ => {}
                 }
             }
@@ -794,6 +1094,14 @@ impl<'f> Checker<'f> {
             Some((pos, v)) => match v.as_seq() {
                 Some([]) => {
                     self.error(pos, "\"tasks\" is empty: a DAG needs at least one task", Some(EMPTY_TASKS_HINT));
+                    Vec::new()
+                }
+                Some(items) if items.len() > MAX_TASKS => {
+                    self.error(
+                        pos,
+                        format!("\"tasks\" holds {} tasks; a DAG may have at most {MAX_TASKS}", items.len()),
+                        Some("split the pipeline into several DAGs"),
+                    );
                     Vec::new()
                 }
                 Some(items) => items.iter().filter_map(|item| self.task(item)).collect(),
@@ -936,14 +1244,15 @@ impl<'f> Checker<'f> {
                 if dep == &draft.id {
                     self.error(*pos, "task depends on itself", Some("remove it from its own depends_on"));
                 } else if !all_tasks.contains(dep) {
-                    self.error(
-                        *pos,
-                        format!(
-                            "depends_on names unknown task \"{dep}\"{}",
-                            suggestion(dep, all_tasks.iter().map(String::as_str))
-                        ),
-                        Some(&format!("tasks in this DAG: {}", all_tasks.iter().cloned().collect::<Vec<_>>().join(", "))),
-                    );
+                    self.error_with(*pos, || {
+                        (
+                            format!(
+                                "depends_on names unknown task \"{dep}\"{}",
+                                suggestion(dep, all_tasks.iter().map(String::as_str))
+                            ),
+                            Some(format!("tasks in this DAG: {}", list_names(all_tasks.iter().map(String::as_str)))),
+                        )
+                    });
                 } else if !seen.insert(dep) {
                     self.warning(*pos, format!("\"{dep}\" is listed twice in depends_on"), None);
                 }
@@ -974,6 +1283,10 @@ impl<'f> Checker<'f> {
 
         // Operators and their settings, with templates checked against what each task can see.
         let declared_params: BTreeSet<String> = params.keys().cloned().collect();
+        // Only templates that read `tasks.` need to know what is upstream; with a cycle, "upstream"
+        // means nothing (the cycle is reported on its own) and every task counts.
+        let reads_tasks = drafts.iter().any(|d| d.with.is_some_and(|w| mentions(w, "tasks")));
+        let ancestry = if reads_tasks && cycles.is_empty() { graph.ancestry() } else { None };
         let mut tasks = Vec::with_capacity(drafts.len());
         for draft in &drafts {
             self.task = Some(draft.id.clone());
@@ -1002,8 +1315,16 @@ impl<'f> Checker<'f> {
             }
             if let Some(with) = draft.with {
                 // With a cycle, "upstream" means nothing; the cycle is reported on its own.
-                let upstream = if cycles.is_empty() { graph.ancestors(&draft.id) } else { all_tasks.clone() };
-                let scope = template::Scope { params: &declared_params, all_tasks: &all_tasks, upstream: &upstream };
+                let is_upstream = |task: &str| match &ancestry {
+                    Some(ancestry) => ancestry.is_upstream(task, &draft.id),
+                    None => all_tasks.contains(task),
+                };
+                let scope = template::Scope {
+                    params: &declared_params,
+                    all_tasks: &all_tasks,
+                    upstream: &is_upstream,
+                    suggest: self.room(),
+                };
                 self.templates(with, env, &scope);
             }
             let settings = draft.settings.or(defaults);
@@ -1097,6 +1418,16 @@ impl<'f> Checker<'f> {
             NodeKind::Map(entries) => entries.iter().for_each(|(_, v)| self.templates(v, env, scope)),
             NodeKind::Scalar(_) => {}
         }
+    }
+}
+
+/// Whether any string under `node` contains `word`.
+fn mentions(node: &Node, word: &str) -> bool {
+    match &node.kind {
+        NodeKind::Scalar(Scalar::Str(text)) => text.contains(word),
+        NodeKind::Seq(items) => items.iter().any(|i| mentions(i, word)),
+        NodeKind::Map(entries) => entries.iter().any(|(_, v)| mentions(v, word)),
+        NodeKind::Scalar(_) => false,
     }
 }
 

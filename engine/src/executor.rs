@@ -247,7 +247,7 @@ impl Executor {
     ) -> Result<Finished, ExecError> {
         let stored: HashMap<String, TaskInstance> = self
             .store
-            .task_instances(&run.dag_id, &run.run_id)?
+            .task_instances_to_resume(&run.dag_id, &run.run_id)?
             .into_iter()
             .map(|ti| (ti.task_id.clone(), ti))
             .collect();
@@ -612,6 +612,7 @@ impl RunLoop {
             return;
         }
         self.running -= 1;
+        let result = bounded_outputs(result);
         let masker = self.exec.masker.clone();
         let task = &self.dag.tasks[i];
         let result_kind = match &result {
@@ -895,6 +896,22 @@ impl crate::operator::TaskHistory for StoreHistory {
     }
 }
 
+/// An attempt whose outputs nest deeper than [`crate::yaml::MAX_VALUE_DEPTH`] (a JSON body an
+/// HTTP request parsed, say) fails instead of storing a task record that could not be read back.
+fn bounded_outputs(result: AttemptResult) -> AttemptResult {
+    let outputs = match &result {
+        AttemptResult::Done(Ok(Outcome::Success { outputs } | Outcome::Skipped { outputs, .. })) => outputs,
+        _ => return result,
+    };
+    match outputs.iter().map(|(key, value)| (key, crate::yaml::json_depth(value))).find(|(_, d)| *d > crate::yaml::MAX_VALUE_DEPTH) {
+        Some((key, depth)) => AttemptResult::Done(Err(TaskError::fatal(format!(
+            "output \"{key}\" nests {depth} levels deep; flowctl stores outputs at most {} levels deep: have the task write a flatter value",
+            crate::yaml::MAX_VALUE_DEPTH
+        )))),
+        None => result,
+    }
+}
+
 fn mask_outputs(masker: &Masker, outputs: Outputs) -> Outputs {
     match masker.mask_json(&Value::Object(outputs)) {
         Value::Object(masked) => masked,
@@ -927,5 +944,29 @@ impl LoopJobs {
             .send(Event::RecordJob { index: self.index, try_number: self.try_number, job, ack })
             .map_err(|_| TaskError::fatal("the run has ended"))?;
         done.await.map_err(|_| TaskError::fatal("the run has ended"))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn success(value: Value) -> AttemptResult {
+        let mut outputs = Outputs::new();
+        outputs.insert("body".into(), value);
+        AttemptResult::Done(Ok(Outcome::Success { outputs }))
+    }
+
+    #[test]
+    fn outputs_deeper_than_a_record_can_hold_fail_the_attempt() {
+        let nested = |levels: usize| (0..levels).fold(serde_json::json!(1), |inner, _| serde_json::json!([inner]));
+        match bounded_outputs(success(nested(crate::yaml::MAX_VALUE_DEPTH + 1))) {
+            AttemptResult::Done(Err(e)) => {
+                assert!(matches!(e.kind, ErrorKind::Final));
+                assert_eq!(e.message, "output \"body\" nests 63 levels deep; flowctl stores outputs at most 62 levels deep: have the task write a flatter value");
+            }
+            _ => panic!("a too-deep output must fail the attempt"),
+        }
+        assert!(matches!(bounded_outputs(success(nested(crate::yaml::MAX_VALUE_DEPTH))), AttemptResult::Done(Ok(_))));
     }
 }

@@ -203,7 +203,7 @@ pub enum ServiceError {
         message: String,
     },
     /// DAG files that do not compile.
-    #[error("{} error(s) in DAG files", diagnostics.len())]
+    #[error("{} error(s) in DAG files", diagnostics.iter().map(Diagnostic::count).sum::<usize>())]
     Invalid {
         /// Every problem, with its place.
         diagnostics: Vec<Diagnostic>,

@@ -183,7 +183,11 @@ pub fn run_params(dag: &Dag, overrides: &[String]) -> Result<serde_json::Map<Str
         };
         if !dag.params.contains_key(key) {
             let declared: Vec<&str> = dag.params.keys().map(String::as_str).collect();
-            let listed = if declared.is_empty() { "it declares none".to_string() } else { format!("declared: {}", declared.join(", ")) };
+            let listed = if declared.is_empty() {
+                "it declares none".to_string()
+            } else {
+                format!("declared: {}", crate::diagnostic::list_names(declared.iter().copied()))
+            };
             return Err(RunError::Input(format!(
                 "--param \"{item}\": DAG \"{}\" declares no parameter \"{key}\"{} ({listed}); declare it under `params:` in {}",
                 dag.id,
@@ -191,7 +195,16 @@ pub fn run_params(dag: &Dag, overrides: &[String]) -> Result<serde_json::Map<Str
                 dag.file.display()
             )));
         }
-        params.insert(key.to_string(), param_value(value));
+        // As deep as compile lets `params:` go and no deeper, so the run's record can be read back.
+        let value = param_value(value);
+        let depth = crate::yaml::json_depth(&value);
+        if depth > crate::yaml::MAX_VALUE_DEPTH {
+            return Err(RunError::Input(format!(
+                "--param \"{key}\": the value nests {depth} levels deep; a parameter's value may nest at most {} levels, as under `params:` in a DAG file",
+                crate::yaml::MAX_VALUE_DEPTH
+            )));
+        }
+        params.insert(key.to_string(), value);
     }
     Ok(params)
 }

@@ -17,8 +17,9 @@ use crate::operator::Registry;
 #[schemars(deny_unknown_fields)]
 #[allow(dead_code)]
 struct DagFile {
-    /// The DAG's id: lower-case letters, digits, `_` and `-`; unique across all files.
-    #[schemars(regex(pattern = r"^[a-z0-9_-]+$"))]
+    /// The DAG's id: lower-case letters, digits, `_` and `-`, at most 128 characters; unique
+    /// across all files.
+    #[schemars(regex(pattern = r"^[a-z0-9_-]+$"), length(max = 128))]
     dag: String,
     /// What the DAG does.
     description: Option<String>,
@@ -34,11 +35,11 @@ struct DagFile {
     end_date: Option<String>,
     /// Create runs for missed intervals, oldest first (default false).
     catchup: Option<bool>,
-    /// How many runs of this DAG may be active at once (default 1).
-    #[schemars(range(min = 1))]
+    /// How many runs of this DAG may be active at once (default 1, at most 1000).
+    #[schemars(range(min = 1, max = 1000))]
     max_active_runs: Option<u32>,
-    /// How many tasks of one DAG may run at once (default 16).
-    #[schemars(range(min = 1))]
+    /// How many tasks of one DAG may run at once (default 16, at most 10000).
+    #[schemars(range(min = 1, max = 10000))]
     max_active_tasks: Option<u32>,
     /// Parameters with their defaults; templates read them as `params.<name>`; `--param` overrides.
     params: Option<BTreeMap<String, Value>>,
@@ -48,8 +49,8 @@ struct DagFile {
     alerts: Option<AlertsSpec>,
     /// How much history to keep (default: the newest 1,000 ended runs).
     retention: Option<RetentionSpec>,
-    /// The tasks.
-    #[schemars(length(min = 1))]
+    /// The tasks (at most 10000).
+    #[schemars(length(min = 1, max = 10000))]
     tasks: Vec<TaskSpec>,
 }
 
@@ -58,11 +59,11 @@ struct DagFile {
 #[schemars(deny_unknown_fields)]
 #[allow(dead_code)]
 struct RetentionSpec {
-    /// Keep at most this many ended runs (the newest).
-    #[schemars(range(min = 1))]
+    /// Keep at most this many ended runs (the newest; at most 1000000).
+    #[schemars(range(min = 1, max = 1000000))]
     runs: Option<u32>,
-    /// Keep ended runs created within this many days.
-    #[schemars(range(min = 1))]
+    /// Keep ended runs created within this many days (at most 36500).
+    #[schemars(range(min = 1, max = 36500))]
     days: Option<u32>,
 }
 
@@ -71,7 +72,8 @@ struct RetentionSpec {
 #[schemars(deny_unknown_fields)]
 #[allow(dead_code)]
 struct Defaults {
-    /// How many times a failed attempt is tried again (default 0).
+    /// How many times a failed attempt is tried again (default 0, at most 100).
+    #[schemars(range(max = 100))]
     retries: Option<u32>,
     /// Delay before a retry, e.g. 30s, 5m (default 5m).
     retry_delay: Option<String>,
@@ -165,8 +167,9 @@ struct WebhookSpec {
 #[schemars(deny_unknown_fields)]
 #[allow(dead_code)]
 struct TaskSpec {
-    /// The task's id, unique in the DAG: lower-case letters, digits, `_` and `-`.
-    #[schemars(regex(pattern = r"^[a-z0-9_-]+$"))]
+    /// The task's id, unique in the DAG: lower-case letters, digits, `_` and `-`, at most 128
+    /// characters.
+    #[schemars(regex(pattern = r"^[a-z0-9_-]+$"), length(max = 128))]
     id: String,
     /// A registered operator, e.g. `shell`.
     operator: String,
@@ -178,7 +181,8 @@ struct TaskSpec {
     depends_on: Option<Vec<String>>,
     /// When the task runs given its upstream outcomes (default all_success).
     trigger_rule: Option<TriggerRuleSpec>,
-    /// How many times a failed attempt is tried again.
+    /// How many times a failed attempt is tried again (at most 100).
+    #[schemars(range(max = 100))]
     retries: Option<u32>,
     /// Delay before a retry, e.g. 30s.
     retry_delay: Option<String>,
@@ -249,5 +253,21 @@ mod tests {
         assert_eq!(keys(&defs["AlertsSpec"]), sorted(ALERTS_KEYS));
         assert_eq!(keys(&defs["EmailSpec"]), sorted(EMAIL_KEYS));
         assert_eq!(keys(&defs["WebhookSpec"]), sorted(WEBHOOK_KEYS));
+    }
+
+    #[test]
+    fn schema_bounds_are_compile_bounds() {
+        use crate::compile::{MAX_ACTIVE_RUNS, MAX_ACTIVE_TASKS, MAX_ID_LEN, MAX_RETENTION_DAYS, MAX_RETENTION_RUNS, MAX_RETRIES, MAX_TASKS};
+        let schema = serde_json::to_value(dag_schema(&Registry::new())).unwrap();
+        let (top, defs) = (&schema["properties"], &schema["$defs"]);
+        assert_eq!(top["dag"]["maxLength"], MAX_ID_LEN);
+        assert_eq!(top["max_active_runs"]["maximum"], MAX_ACTIVE_RUNS);
+        assert_eq!(top["max_active_tasks"]["maximum"], MAX_ACTIVE_TASKS);
+        assert_eq!(top["tasks"]["maxItems"], MAX_TASKS);
+        assert_eq!(defs["RetentionSpec"]["properties"]["runs"]["maximum"], MAX_RETENTION_RUNS);
+        assert_eq!(defs["RetentionSpec"]["properties"]["days"]["maximum"], MAX_RETENTION_DAYS);
+        assert_eq!(defs["Defaults"]["properties"]["retries"]["maximum"], MAX_RETRIES);
+        assert_eq!(defs["TaskSpec"]["properties"]["retries"]["maximum"], MAX_RETRIES);
+        assert_eq!(defs["TaskSpec"]["properties"]["id"]["maxLength"], MAX_ID_LEN);
     }
 }

@@ -47,8 +47,11 @@ pub struct Scope<'a> {
     pub params: &'a BTreeSet<String>,
     /// Every task id in the DAG.
     pub all_tasks: &'a BTreeSet<String>,
-    /// The tasks upstream (directly or not) of the task the template belongs to.
-    pub upstream: &'a BTreeSet<String>,
+    /// Whether a task is upstream (directly or not) of the task the template belongs to.
+    pub upstream: &'a dyn Fn(&str) -> bool,
+    /// Whether problems carry a "did you mean": off once compile lists no more errors for the
+    /// file, since a suggestion among thousands of names is work nobody would see.
+    pub suggest: bool,
 }
 
 /// A problem with one template, and how to fix it.
@@ -58,6 +61,15 @@ pub struct TemplateProblem {
     pub message: String,
     /// How to fix it.
     pub hint: Option<String>,
+}
+
+/// ` (did you mean "x"?)` when the scope asks for suggestions.
+fn suggest<'a>(scope: &Scope<'_>, input: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    if scope.suggest {
+        crate::diagnostic::suggestion(input, candidates)
+    } else {
+        String::new()
+    }
 }
 
 /// Parses `text` and checks every variable it reads against `scope`.
@@ -95,7 +107,7 @@ pub fn check(env: &Environment<'_>, text: &str, scope: &Scope<'_>) -> Vec<Templa
                         problems.push(TemplateProblem {
                             message: format!(
                                 "template reads params.{param}, but the DAG declares no parameter \"{param}\"{}",
-                                crate::diagnostic::suggestion(param, scope.params.iter().map(String::as_str))
+                                suggest(scope, param, scope.params.iter().map(String::as_str))
                             ),
                             hint: Some(format!("declare it with a default under `params:`, e.g. `params: {{ {param}: ... }}`")),
                         });
@@ -108,14 +120,14 @@ pub fn check(env: &Environment<'_>, text: &str, scope: &Scope<'_>) -> Vec<Templa
                     problems.push(TemplateProblem {
                         message: format!(
                             "template reads the outputs of unknown task \"{task}\"{}",
-                            crate::diagnostic::suggestion(task, scope.all_tasks.iter().map(String::as_str))
+                            suggest(scope, task, scope.all_tasks.iter().map(String::as_str))
                         ),
                         hint: Some(format!(
                             "tasks in this DAG: {}",
-                            scope.all_tasks.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+                            crate::diagnostic::list_names(scope.all_tasks.iter().map(String::as_str))
                         )),
                     });
-                } else if !scope.upstream.contains(task) {
+                } else if !(scope.upstream)(task) {
                     problems.push(TemplateProblem {
                         message: format!("template reads tasks.{task}.outputs, but \"{task}\" is not upstream of this task"),
                         hint: Some(format!(
@@ -153,7 +165,8 @@ mod tests {
         let params = BTreeSet::from(["bucket".to_string()]);
         let all = BTreeSet::from(["extract".to_string(), "load".to_string(), "report".to_string()]);
         let upstream = BTreeSet::from(["extract".to_string()]);
-        let scope = Scope { params: &params, all_tasks: &all, upstream: &upstream };
+        let is_upstream = |task: &str| upstream.contains(task);
+        let scope = Scope { params: &params, all_tasks: &all, upstream: &is_upstream, suggest: true };
         check(&environment(), text, &scope).into_iter().map(|p| p.message).collect()
     }
 

@@ -27,6 +27,10 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 const MAX_GRACE: Duration = Duration::from_secs(300);
 /// How many stderr lines a failure's error carries.
 const STDERR_TAIL_LINES: usize = 20;
+/// The longest single argument or `KEY=value` environment string Linux passes to a program
+/// (MAX_ARG_STRLEN, 32 pages, its terminating NUL included). A longer one fails every attempt
+/// with "Argument list too long", so compile refuses it.
+const MAX_ARG_BYTES: usize = 32 * 4096 - 1;
 
 /// The settings of a `shell` task.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -69,6 +73,26 @@ impl Operator for Shell {
             (None, Some(argv)) if argv.is_empty() => Err(ConfigError::new("argv", "must name at least the program to run")),
             _ => Ok(()),
         }?;
+        let literal = |text: &str| !flowctl_engine::template::is_template(text);
+        let too_long = |path: String, bytes: usize| {
+            ConfigError::new(
+                path,
+                format!("is {bytes} bytes, more than the {MAX_ARG_BYTES} Linux passes to a program in one argument or variable: put the text in a file the command reads"),
+            )
+        };
+        if let Some(line) = config.command.as_deref().filter(|l| literal(l) && l.len() > MAX_ARG_BYTES) {
+            return Err(too_long("command".into(), line.len()));
+        }
+        for (i, arg) in config.argv.iter().flatten().enumerate() {
+            if literal(arg) && arg.len() > MAX_ARG_BYTES {
+                return Err(too_long(format!("argv[{i}]"), arg.len()));
+            }
+        }
+        for (key, value) in &config.env {
+            if literal(value) && key.len() + 1 + value.len() > MAX_ARG_BYTES {
+                return Err(too_long(format!("env.{key}"), key.len() + 1 + value.len()));
+            }
+        }
         if let Some(grace) = &config.grace_period {
             if !flowctl_engine::template::is_template(grace) {
                 let parsed = humantime::parse_duration(grace)
@@ -315,6 +339,34 @@ fn read_outputs(path: &std::path::Path) -> Result<Outputs, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(command: Option<String>, argv: Option<Vec<String>>, env: BTreeMap<String, String>) -> ShellConfig {
+        ShellConfig { command, argv, env, cwd: None, skip_on_exit_code: None, grace_period: None }
+    }
+
+    #[test]
+    fn arguments_longer_than_linux_passes_are_refused_at_compile_time() {
+        let long = "x".repeat(MAX_ARG_BYTES + 1);
+        let err = Shell::check(&config(Some(long.clone()), None, BTreeMap::new())).unwrap_err();
+        assert_eq!(err.path, "command");
+        assert_eq!(err.message, "is 131072 bytes, more than the 131071 Linux passes to a program in one argument or variable: put the text in a file the command reads");
+        let err = Shell::check(&config(None, Some(vec!["echo".into(), long.clone()]), BTreeMap::new())).unwrap_err();
+        assert_eq!(err.path, "argv[1]");
+        let err = Shell::check(&config(Some("env".into()), None, BTreeMap::from([("BIG".into(), long)]))).unwrap_err();
+        assert_eq!(err.path, "env.BIG");
+        // The longest that fits is fine, and a template is checked once rendered.
+        assert!(Shell::check(&config(Some("x".repeat(MAX_ARG_BYTES)), None, BTreeMap::new())).is_ok());
+        assert!(Shell::check(&config(Some(format!("{{{{ ds }}}}{}", "x".repeat(MAX_ARG_BYTES))), None, BTreeMap::new())).is_ok());
+    }
+
+    /// The limit is the kernel's: one byte more and the program does not start.
+    #[tokio::test]
+    async fn the_kernel_refuses_one_byte_more() {
+        let start = |len: usize| tokio::process::Command::new("sh").arg("-c").arg(format!(": {}", "x".repeat(len - 2))).status();
+        assert!(start(MAX_ARG_BYTES).await.is_ok());
+        let err = start(MAX_ARG_BYTES + 1).await.unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(nix::libc::E2BIG), "{err}");
+    }
 
     #[test]
     fn outputs_follow_the_github_actions_convention() {

@@ -55,7 +55,7 @@ pub fn validate(paths: &[PathBuf], format: OutputFormat, registry: &Registry) ->
                 let warnings = if compiled.warnings.is_empty() {
                     String::new()
                 } else {
-                    format!(", {}", plural(compiled.warnings.len(), "warning"))
+                    format!(", {}", plural(compiled.warnings.iter().map(Diagnostic::count).sum(), "warning"))
                 };
                 let _ = writeln!(
                     out,
@@ -70,7 +70,7 @@ pub fn validate(paths: &[PathBuf], format: OutputFormat, registry: &Registry) ->
                 let _ = writeln!(
                     out,
                     "error: {} in {} ({} checked)",
-                    plural(errors.len(), "error"),
+                    plural(errors.iter().map(Diagnostic::count).sum(), "error"),
                     plural(bad_files.len(), "file"),
                     plural(file_count, "file")
                 );

@@ -87,7 +87,7 @@ pub fn render(request: &Request, answer: &Answer, style: &Style) -> Output {
             let stderr = format!(
                 "{}error: nothing applied: {} error(s); fix them (see `flowctl validate`) and apply again\n",
                 diagnostics_text(diagnostics, &|p| style.shown(p)),
-                diagnostics.len()
+                diagnostics.iter().map(Diagnostic::count).sum::<usize>()
             );
             return Output { code: exit::INVALID, stdout: String::new(), stderr };
         }
@@ -118,7 +118,7 @@ pub fn error_text(error: &ServiceError) -> String {
         ServiceError::Invalid { diagnostics } => format!(
             "{}error: {} error(s); fix them (see `flowctl validate`) and try again\n",
             diagnostics_text(diagnostics, &|p| p.to_path_buf()),
-            diagnostics.len()
+            diagnostics.iter().map(Diagnostic::count).sum::<usize>()
         ),
         other => format!("error: {other}\n"),
     }
@@ -132,9 +132,13 @@ fn pretty<T: serde::Serialize + ?Sized>(value: &T) -> String {
 /// are read from the real path).
 pub(crate) fn diagnostics_text(diagnostics: &[Diagnostic], shown: &dyn Fn(&Path) -> PathBuf) -> String {
     let files: BTreeSet<&Path> = diagnostics.iter().map(|d| d.file.as_path()).collect();
+    // Only files compile would read: a file refused for its size is not read to show its lines.
     let sources: HashMap<PathBuf, String> = files
         .into_iter()
-        .filter_map(|f| std::fs::read(f).ok().map(|b| (f.to_path_buf(), String::from_utf8_lossy(&b).into_owned())))
+        .filter_map(|f| {
+            let source = crate::compile::read_source(f).ok()?;
+            Some((f.to_path_buf(), String::from_utf8_lossy(&source.bytes).into_owned()))
+        })
         .collect();
     diagnostics
         .iter()

@@ -1,6 +1,8 @@
 //! `--dags DIR`: apply the folder at start and whenever a file in it changes. Each file is compiled
 //! on its own, so a file that no longer compiles is reported with its diagnostics and its DAG keeps
-//! its last good version while the others move on.
+//! its last good version while the others move on. Files are read and compiled within compile's
+//! bounds (size, depth, alias expansion, diagnostics per file), so no file dropped into the folder
+//! can exhaust the server's memory or stack.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 
 use super::State;
-use crate::compile::{compile, discover, SourceFile};
+use crate::compile::{compile, discover, read_source};
 
 /// How long to wait after a change for the burst of events an editor's save makes to settle.
 const SETTLE: Duration = Duration::from_millis(300);
@@ -22,15 +24,17 @@ pub(super) fn apply_folder(state: &Arc<State>, dir: &Path) {
     }
     let mut seen: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
     for path in files {
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "cannot read DAG file");
+        // Within compile's bounds: a file too large, or not a regular file, is refused unread.
+        let file = match read_source(&path) {
+            Ok(file) => file,
+            Err(d) => {
+                tracing::error!(diagnostic = %d.short(), "cannot read DAG file; its DAG keeps its last good version");
+                eprintln!("flowctl server: {} does not compile; its DAG keeps its last good version\n{}", path.display(), d.render(None));
                 continue;
             }
         };
-        let source = String::from_utf8_lossy(&bytes).into_owned();
-        match compile(&[SourceFile { path: path.clone(), bytes }], &state.registry) {
+        let source = String::from_utf8_lossy(&file.bytes).into_owned();
+        match compile(std::slice::from_ref(&file), &state.registry) {
             Ok(compiled) => {
                 for dag in compiled.dags {
                     if let Some(first) = seen.get(&dag.id) {

@@ -172,7 +172,7 @@ fn sled_error(source: sled::Error) -> StoreError {
 
 fn decode(key: &[u8], bytes: &[u8]) -> Result<AlertDelivery, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        key: format!("alert delivery {}", String::from_utf8_lossy(key).replace('\0', "/")),
         message: e.to_string(),
     })
 }
@@ -202,15 +202,19 @@ impl AlertStore {
         self.store.flush()
     }
 
-    /// The deliveries of one run, run events first, then by task, try, event and channel.
+    /// The deliveries of one run, run events first, then by task, try, event and channel. An
+    /// unreadable one is reported and skipped, as the store's listings do, so it never hides the
+    /// run from `status`.
     pub fn for_run(&self, dag_id: &str, run_id: &str) -> Result<Vec<AlertDelivery>, StoreError> {
-        self.tree
-            .scan_prefix(run_prefix(dag_id, run_id))
-            .map(|item| {
-                let (key, value) = item.map_err(sled_error)?;
-                decode(&key, &value)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(run_prefix(dag_id, run_id)) {
+            let (key, value) = item.map_err(sled_error)?;
+            match decode(&key, &value) {
+                Ok(delivery) => out.push(delivery),
+                Err(e) => self.store.skip_unreadable(&e),
+            }
+        }
+        Ok(out)
     }
 }
 

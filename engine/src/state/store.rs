@@ -101,6 +101,37 @@ pub struct Store {
     runs: sled::Tree,
     path: String,
     edits: std::sync::Arc<std::sync::Mutex<()>>,
+    /// The unreadable records reported so far, so each is reported once per process.
+    reported: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+/// Which tree a key belongs to, to name its record in messages.
+#[derive(Clone, Copy)]
+enum Tree {
+    Dags,
+    Versions,
+    Runs,
+}
+
+/// A key as a person reads it: `run etl/manual__2024-01-01T00:00:00Z`,
+/// `task instance etl/manual__.../load`, `DAG etl`, `version 3 of DAG etl`.
+fn describe_key(tree: Tree, key: &[u8]) -> String {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).replace('\0', "/");
+    match tree {
+        Tree::Dags => format!("DAG {}", text(key)),
+        Tree::Versions => match key.len().checked_sub(9).filter(|&at| key[at] == 0) {
+            Some(at) => {
+                let version = key[at + 1..].try_into().map(u64::from_be_bytes).unwrap_or_default();
+                format!("version {version} of DAG {}", text(&key[..at]))
+            }
+            None => format!("version {}", text(key)),
+        },
+        Tree::Runs => match key.split_first() {
+            Some((b'r', rest)) => format!("run {}", text(rest)),
+            Some((b't', rest)) => format!("task instance {}", text(rest)),
+            _ => format!("run record {}", text(key)),
+        },
+    }
 }
 
 fn run_key(dag_id: &str, run_id: &str) -> Vec<u8> {
@@ -137,6 +168,7 @@ impl Store {
             db,
             path: shown.clone(),
             edits: Default::default(),
+            reported: Default::default(),
         };
         match store.meta.get("schema_version").map_err(err)? {
             Some(bytes) => {
@@ -157,11 +189,38 @@ impl Store {
         StoreError::Sled { path: self.path.clone(), source }
     }
 
-    fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-            key: String::from_utf8_lossy(key).replace('\0', "/"),
-            message: e.to_string(),
-        })
+    fn decode<T: DeserializeOwned>(tree: Tree, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { key: describe_key(tree, key), message: e.to_string() })
+    }
+
+    /// Reads every record of a scan. A record that cannot be read (written by a build that let
+    /// something nest deeper than serde_json reads back, or damaged by hand) is reported with its
+    /// key and skipped, so one bad record never hides the others from a listing, the scheduler or
+    /// a start; sled's own errors still fail the scan.
+    fn scan<T: DeserializeOwned>(&self, tree: Tree, items: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in items {
+            let (key, value) = item.map_err(|e| self.sled(e))?;
+            match Self::decode(tree, &key, &value) {
+                Ok(record) => out.push(record),
+                Err(e) => self.report_unreadable(&e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Says once per process that a record was skipped: on the server's log when there is one
+    /// (`tracing`), else on stderr, where the CLI's user sees it beside the answer.
+    fn report_unreadable(&self, error: &StoreError) {
+        let StoreError::Corrupt { key, .. } = error else { return };
+        if !self.reported.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
+            return;
+        }
+        if tracing::dispatcher::has_been_set() {
+            tracing::error!(record = %key, %error, "skipping an unreadable record; everything else carries on");
+        } else {
+            eprintln!("flowctl: warning: {error}; skipped (everything else carries on)");
+        }
     }
 
     fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -235,10 +294,13 @@ impl Store {
         loop {
             let current = self.dag(dag_id)?;
             if let Some(record) = &current {
-                if let Some(latest) = self.dag_version(dag_id, record.latest_version)? {
-                    if same(&latest) {
-                        return Ok(VersionAdded::Unchanged(latest.version));
-                    }
+                match self.dag_version(dag_id, record.latest_version) {
+                    Ok(Some(latest)) if same(&latest) => return Ok(VersionAdded::Unchanged(latest.version)),
+                    Ok(_) => {}
+                    // An unreadable latest version is replaced by this one rather than blocking
+                    // every apply of the DAG from now on.
+                    Err(e @ StoreError::Corrupt { .. }) => self.skip_unreadable(&e),
+                    Err(e) => return Err(e),
                 }
             }
             let number = current.as_ref().map_or(1, |r| r.latest_version + 1);
@@ -267,7 +329,7 @@ impl Store {
     pub fn update_dag(&self, dag_id: &str, change: impl Fn(Option<DagRecord>) -> Option<DagRecord>) -> Result<Option<DagRecord>, StoreError> {
         loop {
             let old = self.dags.get(dag_id).map_err(|e| self.sled(e))?;
-            let record: Option<DagRecord> = old.as_ref().map(|bytes| Self::decode(dag_id.as_bytes(), bytes)).transpose()?;
+            let record: Option<DagRecord> = old.as_ref().map(|bytes| Self::decode(Tree::Dags, dag_id.as_bytes(), bytes)).transpose()?;
             let Some(new) = change(record.clone()) else { return Ok(record) };
             if record.as_ref() == Some(&new) {
                 return Ok(record);
@@ -300,30 +362,24 @@ impl Store {
         self.edits.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A DAG's record.
+    /// A DAG's record. An unreadable record is an error naming it: the caller asked for it.
     pub fn dag(&self, dag_id: &str) -> Result<Option<DagRecord>, StoreError> {
         match self.dags.get(dag_id).map_err(|e| self.sled(e))? {
-            Some(bytes) => Ok(Some(Self::decode(dag_id.as_bytes(), &bytes)?)),
+            Some(bytes) => Ok(Some(Self::decode(Tree::Dags, dag_id.as_bytes(), &bytes)?)),
             None => Ok(None),
         }
     }
 
-    /// Every DAG's record, sorted by id.
+    /// Every DAG's record, sorted by id; unreadable ones are reported and skipped.
     pub fn dags(&self) -> Result<Vec<DagRecord>, StoreError> {
-        self.dags
-            .iter()
-            .map(|item| {
-                let (key, value) = item.map_err(|e| self.sled(e))?;
-                Self::decode(&key, &value)
-            })
-            .collect()
+        self.scan(Tree::Dags, self.dags.iter())
     }
 
-    /// One version of a DAG.
+    /// One version of a DAG. An unreadable record is an error naming it.
     pub fn dag_version(&self, dag_id: &str, version: u64) -> Result<Option<DagVersion>, StoreError> {
         let key = version_key(dag_id, version);
         match self.versions.get(&key).map_err(|e| self.sled(e))? {
-            Some(bytes) => Ok(Some(Self::decode(&key, &bytes)?)),
+            Some(bytes) => Ok(Some(Self::decode(Tree::Versions, &key, &bytes)?)),
             None => Ok(None),
         }
     }
@@ -334,41 +390,47 @@ impl Store {
             .scan_prefix([dag_id.as_bytes(), b"\0"].concat())
             .map(|item| {
                 let (key, value) = item.map_err(|e| self.sled(e))?;
-                Self::decode(&key, &value)
+                Self::decode(Tree::Versions, &key, &value)
             })
             .collect()
     }
 
-    /// A run.
+    /// Reports a record a caller found unreadable and goes on without it (see [`Store::dags`]).
+    pub fn skip_unreadable(&self, error: &StoreError) {
+        self.report_unreadable(error);
+    }
+
+    /// A run. An unreadable record is an error naming it.
     pub fn run(&self, dag_id: &str, run_id: &str) -> Result<Option<DagRun>, StoreError> {
         let key = run_key(dag_id, run_id);
         match self.runs.get(&key).map_err(|e| self.sled(e))? {
-            Some(bytes) => Ok(Some(Self::decode(&key, &bytes)?)),
+            Some(bytes) => Ok(Some(Self::decode(Tree::Runs, &key, &bytes)?)),
             None => Ok(None),
         }
     }
 
-    /// A DAG's runs, oldest logical date first.
+    /// A DAG's runs, oldest logical date first; unreadable ones are reported and skipped.
     pub fn runs(&self, dag_id: &str) -> Result<Vec<DagRun>, StoreError> {
-        let mut runs: Vec<DagRun> = self
-            .runs
-            .scan_prefix(runs_prefix(dag_id))
-            .map(|item| {
-                let (key, value) = item.map_err(|e| self.sled(e))?;
-                Self::decode(&key, &value)
-            })
-            .collect::<Result<_, _>>()?;
+        let mut runs: Vec<DagRun> = self.scan(Tree::Runs, self.runs.scan_prefix(runs_prefix(dag_id)))?;
         runs.sort_by(|a, b| (a.logical_date, a.created_at, &a.run_id).cmp(&(b.logical_date, b.created_at, &b.run_id)));
         Ok(runs)
     }
 
-    /// A run's task instances, in key order.
+    /// A run's task instances, in key order; unreadable ones are reported and skipped (for
+    /// showing a run; resuming one reads them with [`Store::task_instances_to_resume`]).
     pub fn task_instances(&self, dag_id: &str, run_id: &str) -> Result<Vec<TaskInstance>, StoreError> {
+        self.scan(Tree::Runs, self.runs.scan_prefix(tasks_prefix(dag_id, run_id)))
+    }
+
+    /// A run's task instances, every one, or the error naming the first unreadable one. A run
+    /// resumes only from complete records: a task whose record is skipped would look as if it never
+    /// started and run again, though it may have succeeded.
+    pub fn task_instances_to_resume(&self, dag_id: &str, run_id: &str) -> Result<Vec<TaskInstance>, StoreError> {
         self.runs
             .scan_prefix(tasks_prefix(dag_id, run_id))
             .map(|item| {
                 let (key, value) = item.map_err(|e| self.sled(e))?;
-                Self::decode(&key, &value)
+                Self::decode(Tree::Runs, &key, &value)
             })
             .collect()
     }
@@ -389,7 +451,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::lifecycle::TaskState;
-    use crate::state::model::{RunState, Trigger};
+    use crate::state::model::{DagRecord, RunState, Trigger};
     use chrono::Utc;
 
     fn run(dag: &str, id: &str) -> DagRun {
@@ -445,5 +507,45 @@ mod tests {
         store.write(&[Write::DeleteRun { dag_id: "d".into(), run_id: "r1".into() }]).unwrap();
         assert!(store.runs("d").unwrap().is_empty());
         assert!(store.task_instances("d", "r1").unwrap().is_empty());
+    }
+
+    /// A value nested past serde_json's recursion limit, as a build without compile's depth
+    /// bound could store in a run's parameters.
+    fn too_deep() -> serde_json::Value {
+        (0..130).fold(serde_json::json!(1), |inner, _| serde_json::json!([inner]))
+    }
+
+    #[test]
+    fn listings_skip_unreadable_records_and_name_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut deep = run("d", "deep");
+        deep.params.insert("p".into(), too_deep());
+        store.write(&[Write::Run(run("d", "good")), Write::Run(deep)]).unwrap();
+        store.write(&[Write::Task { dag_id: "d".into(), run_id: "good".into(), instance: TaskInstance::new("a", 1) }]).unwrap();
+        store.tree("runs").unwrap().insert(task_key("d", "good", "b"), b"{not json".to_vec()).unwrap();
+        store.tree("dags").unwrap().insert("broken", b"[]".to_vec()).unwrap();
+        store.update_dag("d", |_| Some(DagRecord { dag_id: "d".into(), latest_version: 1, paused: false, last_scheduled_end: None })).unwrap();
+
+        assert_eq!(store.runs("d").unwrap().iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), ["good"]);
+        assert_eq!(store.dags().unwrap().iter().map(|d| d.dag_id.as_str()).collect::<Vec<_>>(), ["d"]);
+        assert_eq!(store.task_instances("d", "good").unwrap().len(), 1);
+        // Resuming needs every record: the error names the one that cannot be read.
+        let err = store.task_instances_to_resume("d", "good").unwrap_err().to_string();
+        assert!(err.starts_with("state store: record task instance d/good/b is unreadable: "), "{err}");
+        // Asking for the record itself says why it cannot be read.
+        let err = store.run("d", "deep").unwrap_err().to_string();
+        assert!(err.starts_with("state store: record run d/deep is unreadable: recursion limit exceeded"), "{err}");
+        let reported = store.reported.lock().unwrap().clone();
+        let mut reported: Vec<&str> = reported.iter().map(String::as_str).collect();
+        reported.sort();
+        assert_eq!(reported, ["DAG broken", "run d/deep", "task instance d/good/b"], "each reported once");
+    }
+
+    #[test]
+    fn keys_are_named_as_people_read_them() {
+        assert_eq!(describe_key(Tree::Versions, &version_key("etl", 3)), "version 3 of DAG etl");
+        assert_eq!(describe_key(Tree::Runs, &run_key("etl", "r")), "run etl/r");
+        assert_eq!(describe_key(Tree::Dags, b"etl"), "DAG etl");
     }
 }
