@@ -106,8 +106,13 @@ impl Service<'_> {
     fn overview(&self, summary: DagSummary) -> DagOverview {
         let dag = self.host.dag(&summary.dag_id, summary.version).ok();
         let record = self.store().dag(&summary.dag_id).ok().flatten();
+        // The scheduler's next fire time; one already past is due now (or, without catchup,
+        // skipped), so the next one to come is the first after now.
+        let now = chrono::Utc::now();
         let next_run = dag.as_ref().and_then(|dag| {
             crate::timetable::next_wakeup(dag, record.as_ref().and_then(|r| r.last_scheduled_end))
+                .filter(|at| *at > now)
+                .or_else(|| crate::timetable::upcoming(dag, now, 1).first().map(|(at, _)| *at))
                 .map(|t| t.with_timezone(&dag.timezone).fixed_offset())
         });
         let mut runs = self.store().runs(&summary.dag_id).unwrap_or_default();
