@@ -43,7 +43,7 @@ pub fn dispatch(
         }
         return Ok(code);
     }
-    let host = HomeHost::open(&root, &format!("flowctl {}", request.name()), registry)?;
+    let host = HomeHost::open(&root, &format!("flowctl {}", request.name()), registry, config)?;
     let answer = service::handle(&host, request);
     let mut code = render(request, &answer, style).print();
     let runs = waits(&answer);
