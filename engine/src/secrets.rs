@@ -496,6 +496,24 @@ mod tests {
     }
 
     #[test]
+    fn the_forms_docs_runtime_md_lists() {
+        let m = masker(&[r#"pa/ss+w rd"x"#]);
+        for (text, expected) in [
+            (r#"pa/ss+w rd"x"#, "***"),
+            ("pa%2Fss%2Bw%20rd%22x", "***"),
+            ("pa%2fss+w%20rd%22x", "***"),
+            ("pa%2Fss%2Bw+rd%22x", "***"),
+            (r#"pa/ss+w rd\"x"#, "***"),
+            (r#"pa\/ss+w rd\\\"x"#, "***"),
+            (r"pa\u002fss+w rd\u0022x", "***"),
+            ("pa/ss+w rd&quot;x", "***"),
+            ("Authorization: Basic bG9hZGVyOnBhL3NzK3cgcmQieA==", "Authorization: Basic ***"),
+        ] {
+            assert_eq!(m.mask(text), expected, "{text}");
+        }
+    }
+
+    #[test]
     fn debug_never_shows_a_secret() {
         let m = masker(&[CANARY]);
         assert_eq!(format!("{m:?}"), "Masker { secrets: 1 }");
