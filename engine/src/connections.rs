@@ -321,6 +321,9 @@ pub struct Connections {
     entries: BTreeMap<String, Connection>,
     /// The config file the `connections:` section came from, for hints.
     config_path: Option<String>,
+    /// The `FLOWCTL_CONN_*` values that are secrets as a whole: a URI that holds a password or
+    /// keys, and a definition that cannot be used (it may hold a password its parse missed).
+    env_values: Vec<Secret>,
 }
 
 /// Why a connection cannot be used by a task; the message names the connection and the fix.
@@ -342,6 +345,7 @@ impl Connections {
         let lookup = |name: &str| env.get(name).cloned();
         let file_source = config_path.clone().unwrap_or_else(|| "the config file".to_string());
         let mut entries = BTreeMap::new();
+        let mut env_values = Vec::new();
         for (name, spec) in specs {
             let kind = resolve_spec(name, spec, &lookup);
             entries.insert(name.clone(), Connection { name: name.clone(), source: file_source.clone(), kind });
@@ -362,13 +366,26 @@ impl Connections {
                 },
                 Err(message) => ConnectionKind::Broken(format!("${var}: {message}")),
             };
+            // A URI carries its secrets in it (percent-encoded): the whole value is one too. A
+            // JSON definition names the variables that hold them instead.
+            let is_uri = !value.trim_start().starts_with('{');
+            let holds_secret = match &kind {
+                ConnectionKind::Broken(_) => true,
+                ConnectionKind::Aws(aws) => is_uri && aws.keys.is_some(),
+                ConnectionKind::Sql(sql) => is_uri && sql.password.is_some(),
+            };
+            if holds_secret {
+                env_values.push(Secret::new(value.clone()));
+            }
             entries.insert(name.clone(), Connection { name, source: format!("${var}"), kind });
         }
-        Connections { entries, config_path }
+        Connections { entries, config_path, env_values }
     }
 
-    /// Every secret value the connections hold, for the masker. A broken environment definition
-    /// is masked whole: it may hold a password its parse could not find.
+    /// Every secret value the connections hold, for the masker, which derives the forms they
+    /// take (percent-encoded in a URI, base64, JSON-escaped): the keys and passwords, decoded,
+    /// and each `FLOWCTL_CONN_*` value that holds one (a URI with a password or keys) or cannot
+    /// be used (it may hold a password its parse could not find), whole.
     pub fn secrets(&self) -> Vec<String> {
         let mut out = Vec::new();
         for connection in self.entries.values() {
@@ -383,12 +400,8 @@ impl Connections {
                 ConnectionKind::Sql(sql) => out.extend(sql.password.as_ref().map(|p| p.expose().to_string())),
                 ConnectionKind::Broken(_) => {}
             }
-            if let (ConnectionKind::Broken(_), Some(var)) = (&connection.kind, connection.source.strip_prefix('$')) {
-                if let Ok(raw) = std::env::var(var) {
-                    out.push(raw);
-                }
-            }
         }
+        out.extend(self.env_values.iter().map(|v| v.expose().to_string()));
         out
     }
 
@@ -811,6 +824,34 @@ mod tests {
         assert!(local.force_path_style);
         assert_eq!(local.keys.as_ref().unwrap().secret_access_key.expose(), "local/secret");
         assert!(c.secrets().contains(&"pa:ss".to_string()));
+    }
+
+    #[test]
+    fn a_uri_that_holds_a_secret_is_a_secret_whole() {
+        let uri = "mysql://loader:Zq7%2Fpl%2Bus%20sp%25ce%22quo%5Cte-canary@db:3306/loans";
+        let keys = "aws://AKIDCANARY:key%2Fcanary@/?region=eu-west-1";
+        let broken = "ftp://user:ftp-canary@host";
+        let json = r#"{"type": "mysql", "host": "rds", "password_env": "RDS_PASS"}"#;
+        let c = Connections::resolve(
+            &BTreeMap::new(),
+            None,
+            env(&[
+                ("FLOWCTL_CONN_LOANS", uri),
+                ("FLOWCTL_CONN_LAKE", keys),
+                ("FLOWCTL_CONN_FTP", broken),
+                ("FLOWCTL_CONN_RDS", json),
+                ("FLOWCTL_CONN_PLAIN", "postgres://etl@wh:5432/dw"),
+                ("RDS_PASS", "rds-canary"),
+            ]),
+            SERVICES,
+        );
+        let mut secrets = c.secrets();
+        secrets.sort();
+        // The password decoded, as the masker derives its encodings from the value itself; the
+        // variables' values whole; a JSON definition and a URI without a secret are not secrets.
+        let mut expected = vec![r#"Zq7/pl+us sp%ce"quo\te-canary"#, "AKIDCANARY", "key/canary", "rds-canary", uri, keys, broken];
+        expected.sort();
+        assert_eq!(secrets, expected);
     }
 
     #[test]

@@ -124,7 +124,14 @@ async fn run(config: ShellConfig, ctx: TaskContext) -> Result<Outcome, TaskError
         .transpose()
         .map_err(|e| TaskError::fatal(format!("invalid grace_period: {e}")))?
         .unwrap_or(DEFAULT_GRACE);
+    // The command may write secrets to its outputs file (they are masked only on their way to
+    // the store), so the file goes however the attempt ends, and so do the files of earlier
+    // tries that a stopped flowctl left behind.
+    for earlier in 1..ctx.try_number {
+        let _ = std::fs::remove_file(ctx.work_dir.join(format!("{}.{earlier}.output", ctx.task_id)));
+    }
     let output_file = ctx.work_dir.join(format!("{}.{}.output", ctx.task_id, ctx.try_number));
+    let _remove_outputs = RemoveOnDrop(output_file.clone());
     std::fs::write(&output_file, b"")
         .map_err(|e| TaskError::retryable(format!("cannot create {}: {e}", output_file.display())))?;
 
@@ -209,7 +216,6 @@ async fn run(config: ShellConfig, ctx: TaskContext) -> Result<Outcome, TaskError
         (None, None) => Ended::Code(-1),
     };
     let mut outputs = read_outputs(&output_file).map_err(TaskError::fatal)?;
-    let _ = std::fs::remove_file(&output_file);
     match ended {
         Ended::Code(0) => {
             outputs.insert("exit_code".into(), 0.into());
@@ -234,6 +240,15 @@ async fn run(config: ShellConfig, ctx: TaskContext) -> Result<Outcome, TaskError
             };
             Err(TaskError::retryable(message))
         }
+    }
+}
+
+/// Removes a file when dropped: when the attempt returns, fails, or is dropped on a timeout.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -379,5 +394,24 @@ mod tests {
         assert_eq!(out["notes"], "line 1\nline 2");
         std::fs::write(&path, "oops\n").unwrap();
         assert_eq!(read_outputs(&path).unwrap_err(), "FLOWCTL_OUTPUT line 1: expected key=value, found \"oops\"");
+    }
+
+    #[tokio::test]
+    async fn the_outputs_file_goes_however_the_attempt_ends() {
+        let work = tempfile::tempdir().unwrap();
+        // What a try before a crash left behind, and a command whose outputs file does not parse.
+        std::fs::write(work.path().join("task.1.output"), "password=hunter2-canary\n").unwrap();
+        let task = flowctl_engine::operator::TaskContext::test_builder().work_dir(work.path()).try_number(2).build();
+        let err = run(config(Some("echo password=hunter2-canary >> \"$FLOWCTL_OUTPUT\"; echo hunter2-canary >> \"$FLOWCTL_OUTPUT\"".into()), None, BTreeMap::new()), task.ctx)
+            .await
+            .unwrap_err();
+        assert!(err.message.starts_with("FLOWCTL_OUTPUT line 2"), "{}", err.message);
+        assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0, "files left in the work folder");
+
+        // A cancelled attempt.
+        let task = flowctl_engine::operator::TaskContext::test_builder().work_dir(work.path()).build();
+        task.cancel();
+        assert!(run(config(Some("sleep 30".into()), None, BTreeMap::new()), task.ctx).await.is_err());
+        assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0, "files left in the work folder");
     }
 }

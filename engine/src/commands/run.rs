@@ -67,8 +67,10 @@ pub fn run(home: Option<&Path>, args: &RunArgs, registry: &Registry) -> Result<u
     };
     let dag = target.dag().clone();
     // The run's arguments are checked before a file's DAG is stored, so a bad one stores nothing.
-    let params = crate::runs::run_params(&dag, &args.params)?;
-    let date = crate::runs::logical_date(&dag, args.date.as_deref())?;
+    // Their errors repeat what was typed, which may be a secret.
+    let masked = |e: crate::runs::RunError| CommandError::Service(service::mask_error(execution.masker(), e.into()));
+    let params = crate::runs::run_params(&dag, &args.params).map_err(masked)?;
+    let date = crate::runs::logical_date(&dag, args.date.as_deref()).map_err(masked)?;
     let version = match target {
         Target::Applied(_, version) => version,
         Target::File(_) => service::store_version(home.store(), &dag)?.0,

@@ -299,6 +299,11 @@ impl Host for ServerHost {
     fn runs_queued(&self) {
         self.0.wake.notify_one();
     }
+
+    fn masker(&self) -> crate::secrets::Masker {
+        // The executor's: every secret the runs' writes are masked with, the API token included.
+        self.0.execution.masker().clone()
+    }
 }
 
 fn random_token() -> std::io::Result<String> {

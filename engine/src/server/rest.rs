@@ -77,21 +77,36 @@ fn service_error(e: ServiceError) -> Response {
     (status, Json(ErrorBody { error: ApiError { code: code.into(), message, field, diagnostics } })).into_response()
 }
 
+/// A value as the JSON answer, every string in it masked: params, outputs, errors and logs can
+/// hold a secret's value, in any encoding the masker knows.
+fn masked<T: Serialize>(state: &State, status: StatusCode, value: &T) -> Response {
+    match serde_json::to_value(value) {
+        Ok(json) => (status, Json(state.execution.masker().mask_json(&json))).into_response(),
+        Err(e) => service_error(ServiceError::unavailable(format!("the answer cannot be written as JSON: {e}"))),
+    }
+}
+
+/// A refusal, its message masked.
+fn refusal(state: &State, e: ServiceError) -> Response {
+    service_error(crate::service::mask_error(state.execution.masker(), e))
+}
+
 /// Runs a service call off the async threads (it reads the store and may compile DAG files) and
-/// answers with its value as JSON, with `status` on success.
+/// answers with its value as JSON, masked, with `status` on success.
 async fn call<T, F>(state: Arc<State>, status: StatusCode, f: F) -> Response
 where
     T: Serialize + Send + 'static,
     F: FnOnce(&Service<'_>) -> Result<T, ServiceError> + Send + 'static,
 {
+    let host_state = state.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        let host = ServerHost(state);
+        let host = ServerHost(host_state);
         f(&Service::new(&host))
     })
     .await;
     match answer {
-        Ok(Ok(value)) => (status, Json(value)).into_response(),
-        Ok(Err(e)) => service_error(e),
+        Ok(Ok(value)) => masked(&state, status, &value),
+        Ok(Err(e)) => refusal(&state, e),
         Err(e) => service_error(ServiceError::unavailable(format!("the server failed while answering: {e}"))),
     }
 }
@@ -298,8 +313,9 @@ pub(super) async fn trigger_run(Extract(state): Extract<Arc<State>>, Path(dag): 
             Err(r) => return r,
         }
     };
+    let host_state = state.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        let host = ServerHost(state);
+        let host = ServerHost(host_state);
         let service = Service::new(&host);
         let (date, key) = (trigger.logical_date.as_deref(), trigger.idempotency_key.as_deref());
         match &trigger.params {
@@ -312,8 +328,8 @@ pub(super) async fn trigger_run(Extract(state): Extract<Arc<State>>, Path(dag): 
     })
     .await;
     match answer {
-        Ok(Ok(t)) => (if t.created { StatusCode::CREATED } else { StatusCode::OK }, Json(t)).into_response(),
-        Ok(Err(e)) => service_error(e),
+        Ok(Ok(t)) => masked(&state, if t.created { StatusCode::CREATED } else { StatusCode::OK }, &t),
+        Ok(Err(e)) => refusal(&state, e),
         Err(e) => service_error(ServiceError::unavailable(format!("the server failed while answering: {e}"))),
     }
 }
@@ -350,12 +366,12 @@ pub(super) async fn get_run(Extract(state): Extract<Arc<State>>, Path((dag, run)
         .await;
         let detail = match answer {
             Ok(Ok(detail)) => detail,
-            Ok(Err(e)) => return service_error(e),
+            Ok(Err(e)) => return refusal(&state, e),
             Err(e) => return service_error(ServiceError::unavailable(format!("the server failed while answering: {e}"))),
         };
         let settled = detail.run.state.is_terminal() && detail.activity == crate::protocol::Activity::Settled;
         if settled || state.drain.is_cancelled() || tokio::time::Instant::now() >= deadline {
-            return Json(detail).into_response();
+            return masked(&state, StatusCode::OK, &detail);
         }
         let _ = tokio::time::timeout_at(deadline, ended).await;
     }
@@ -513,7 +529,7 @@ async fn follow(state: Arc<State>, dag: String, run: String, task: String, q: Lo
     };
     let first = match start {
         Ok(Ok(chunk)) => chunk,
-        Ok(Err(e)) => return service_error(e),
+        Ok(Err(e)) => return refusal(&state, e),
         Err(e) => return service_error(ServiceError::unavailable(format!("the server failed while answering: {e}"))),
     };
     let log = crate::protocol::AttemptLog {
@@ -527,10 +543,13 @@ async fn follow(state: Arc<State>, dag: String, run: String, task: String, q: Lo
     let follower = LogFollow::from_offset(&log, first.next_offset, first.complete);
     let key = (dag, run);
     let attempt = first.attempt;
-    let opening = futures_util::stream::iter((!first.text.is_empty()).then(|| Ok::<_, std::convert::Infallible>(Event::default().event("log").data(first.text))));
+    let masker = state.execution.masker().clone();
+    let opening_text = masker.mask(&first.text).into_owned();
+    let opening = futures_util::stream::iter((!opening_text.is_empty()).then(|| Ok::<_, std::convert::Infallible>(Event::default().event("log").data(opening_text))));
     let rest = futures_util::stream::unfold(Some((state, follower)), move |next| {
         let key = key.clone();
         let task = task.clone();
+        let masker = masker.clone();
         async move {
             let (state, mut follower) = next?;
             loop {
@@ -543,7 +562,7 @@ async fn follow(state: Arc<State>, dag: String, run: String, task: String, q: Lo
                     .is_some_and(|ti| ti.try_number == attempt && ti.state == crate::lifecycle::TaskState::Running);
                 match follower.step(writer, current) {
                     LogStep::Data(bytes) => {
-                        let text = String::from_utf8_lossy(&bytes).into_owned();
+                        let text = masker.mask(&String::from_utf8_lossy(&bytes)).into_owned();
                         return Some((Ok(Event::default().event("log").data(text)), Some((state, follower))));
                     }
                     LogStep::Wait => tokio::time::sleep(FOLLOW_INTERVAL).await,

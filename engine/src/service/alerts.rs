@@ -7,7 +7,6 @@
 use crate::alerts::email::{mailboxes, Smtp};
 use crate::config::Config;
 use crate::protocol::ServiceError;
-use crate::secrets::Masker;
 
 /// A test message that the SMTP server accepted.
 #[derive(Debug, Clone)]
@@ -20,12 +19,9 @@ pub struct TestAlert {
 
 /// Sends a test message to `to`, or to the config's `alerts.to`. Every message is masked.
 pub fn send_test_alert(config: &Config, to: Option<&str>) -> Result<TestAlert, ServiceError> {
-    let masker = Masker::from_env();
+    let masker = super::masker_for(config);
     let fail = |message: &str| ServiceError::bad_request(masker.mask(message).into_owned());
     let smtp = Smtp::from_config(config).map_err(|e| fail(&e.message))?;
-    if let Some(password) = smtp.password() {
-        masker.add(password);
-    }
     let recipients: Vec<String> = match to {
         Some(address) => vec![address.to_string()],
         None => config.alerts.to.iter().map(|a| a.to_text()).collect(),

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::connections::{Connection, ConnectionKind, Connections};
+use crate::connections::{Connection, ConnectionKind};
 use crate::operator::{ConnectionTester, Registry};
 use crate::protocol::{ConnectionInfo, ConnectionTested, ServiceError};
 use crate::secrets::Masker;
@@ -61,15 +61,6 @@ pub fn describe_connection(connection: &Connection) -> String {
     }
 }
 
-/// A masker for everything the connections hold, beside the environment's sensitive variables.
-fn masker_for(connections: &Connections) -> Masker {
-    let masker = Masker::from_env();
-    for secret in connections.secrets() {
-        masker.add(&secret);
-    }
-    masker
-}
-
 fn info(connection: &Connection, masker: &Masker) -> ConnectionInfo {
     ConnectionInfo {
         name: connection.name.clone(),
@@ -82,7 +73,7 @@ fn info(connection: &Connection, masker: &Masker) -> ConnectionInfo {
 /// Every connection of `config` and of this process's `FLOWCTL_CONN_*` variables, by name.
 pub fn list_connections(config: &Config) -> Vec<ConnectionInfo> {
     let connections = config.connections();
-    let masker = masker_for(&connections);
+    let masker = super::masker_for(config);
     connections.all().iter().map(|c| info(c, &masker)).collect()
 }
 
@@ -146,7 +137,7 @@ impl super::Service<'_> {
 /// missing) comes back [`ConnectionTest::broken`].
 pub fn test_connection(config: &Config, name: &str, registry: &Registry) -> Result<ConnectionTest, ServiceError> {
     let connections = config.connections();
-    let masker = masker_for(&connections);
+    let masker = super::masker_for(config);
     let connection = connections.get(name).map_err(|e| ServiceError::not_found(e.0))?;
     if let ConnectionKind::Broken(why) = &connection.kind {
         let broken = Some(masker.mask(why).into_owned());

@@ -50,12 +50,12 @@ impl Execution {
     ) -> Result<Execution, ServiceError> {
         let config = Config::load(home.root(), settings.config.as_deref(), &registry.aws_services())?;
         let connections = Arc::new(config.connections());
-        let masker = Masker::from_env();
+        // Every secret before anything runs: the executor hands the masker's values to operators
+        // when it is created.
+        let masker = super::masker_for(&config);
         for secret in &settings.secrets {
             masker.add(secret);
         }
-        // Before the executor: the dispatcher adds the SMTP password to the masker, whose secrets
-        // the executor hands to operators when it is created.
         let alerts = AlertDispatcher::new(config.clone(), home.store(), home.logs_dir(), masker.clone(), notice)?;
         let executor_settings = ExecutorSettings {
             parallelism: settings.parallelism,
@@ -116,6 +116,11 @@ impl Execution {
     /// The config file it was started with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The masker of everything the runs write, which knows every secret of this process.
+    pub fn masker(&self) -> &Masker {
+        self.executor.masker()
     }
 
     /// The logs folder.

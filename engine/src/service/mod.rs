@@ -15,6 +15,10 @@
 //! - `connections.rs`, `alerts.rs`, `inspect.rs`: operations on the config file and on DAG files
 //!   that need no home.
 //!
+//! Every answer [`handle`] gives passes through the host's masker ([`Host::masker`]): the store
+//! keeps a run's `--param` values as given, since its tasks need them, so a view must mask them,
+//! and what an older process stored is masked again with the secrets this one knows.
+//!
 //! Architecture invariant: the service never formats text for a terminal and never speaks HTTP;
 //! `commands/` is the only place that turns these values into text.
 
@@ -29,8 +33,8 @@ mod alerts;
 mod inspect;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub use alerts::{send_test_alert, TestAlert};
 pub use connections::{describe_connection, list_connections, test_connection, ConnectionTest};
@@ -43,9 +47,11 @@ pub use runs::RunParams;
 
 use crate::config::Config;
 use crate::dag::Dag;
+use crate::diagnostic::Diagnostic;
 use crate::operator::Registry;
-use crate::protocol::{Answer, Reply, Request, ServiceError};
-use crate::state::{Home, Store};
+use crate::protocol::{Answer, Reply, Request, ServiceError, TaskView};
+use crate::secrets::Masker;
+use crate::state::{AlertDelivery, DagRun, Home, Store, TaskInstance};
 
 /// Where the service runs: the home's store and operators, and what only a server can do.
 pub trait Host {
@@ -75,6 +81,23 @@ pub trait Host {
     fn dags_changed(&self);
     /// Runs were queued.
     fn runs_queued(&self);
+    /// The masker of every answer: the executor's on a server, one built from this process's
+    /// environment and config file otherwise ([`masker_for`]).
+    fn masker(&self) -> Masker;
+}
+
+/// A masker holding every secret a process with `config` knows: its environment's sensitive
+/// variables, the connections' keys and passwords (and the `FLOWCTL_CONN_*` URIs that hold
+/// them), and the SMTP password. The masker adds every form each takes.
+pub fn masker_for(config: &Config) -> Masker {
+    let masker = Masker::from_env();
+    for secret in config.connections().secrets() {
+        masker.add(&secret);
+    }
+    if let Some(password) = crate::alerts::email::Smtp::from_config(config).ok().as_ref().and_then(|s| s.password()) {
+        masker.add(password);
+    }
+    masker
 }
 
 /// A home opened by this process, with nobody executing its runs in the background: the CLI
@@ -83,7 +106,9 @@ pub struct HomeHost<'a> {
     home: Home,
     registry: &'a Registry,
     compiled: DagCache,
+    /// `--config`: the config file whose connections and SMTP password the answers mask.
     config: Option<PathBuf>,
+    masker: OnceLock<Masker>,
 }
 
 /// Compiled DAG versions by (DAG, version): a version's source never changes, so neither does
@@ -107,8 +132,14 @@ impl DagCache {
 impl<'a> HomeHost<'a> {
     /// Opens the home at `root`, naming `command` in its lock for a second process to read;
     /// `config` is the `--config` file [default: `<home>/config.yaml`], read when needed.
-    pub fn open(root: &std::path::Path, command: &str, registry: &'a Registry, config: Option<&std::path::Path>) -> Result<HomeHost<'a>, ServiceError> {
-        Ok(HomeHost { home: Home::open(root, command)?, registry, compiled: DagCache::default(), config: config.map(std::path::Path::to_path_buf) })
+    pub fn open(root: &Path, command: &str, registry: &'a Registry, config: Option<&Path>) -> Result<HomeHost<'a>, ServiceError> {
+        Ok(HomeHost {
+            home: Home::open(root, command)?,
+            registry,
+            compiled: DagCache::default(),
+            config: config.map(Path::to_path_buf),
+            masker: OnceLock::new(),
+        })
     }
 
     /// The home.
@@ -149,6 +180,18 @@ impl Host for HomeHost<'_> {
     }
     fn dags_changed(&self) {}
     fn runs_queued(&self) {}
+    fn masker(&self) -> Masker {
+        self.masker
+            .get_or_init(|| {
+                let services = self.registry.aws_services();
+                // A config file that cannot be read is reported by the commands that use it; a
+                // view still masks what the environment holds, `FLOWCTL_CONN_*` included.
+                let config = Config::load(self.home.root(), self.config.as_deref(), &services)
+                    .unwrap_or_else(|_| Config { services: services.iter().map(|s| s.to_string()).collect(), ..Config::default() });
+                masker_for(&config)
+            })
+            .clone()
+    }
 }
 
 /// The operations on one home, through its [`Host`].
@@ -238,8 +281,16 @@ fn check_names(request: &Request) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Answers a request with the operation it names.
+/// Answers a request with the operation it names, masked with the host's masker.
 pub fn handle(host: &dyn Host, request: &Request) -> Answer {
+    let masker = host.masker();
+    match answer(host, request) {
+        Ok(reply) => Ok(mask_reply(&masker, reply)),
+        Err(error) => Err(mask_error(&masker, error)),
+    }
+}
+
+fn answer(host: &dyn Host, request: &Request) -> Answer {
     check_names(request)?;
     let service = Service::new(host);
     match request {
@@ -257,5 +308,123 @@ pub fn handle(host: &dyn Host, request: &Request) -> Answer {
         Request::Pause { dag, paused } => service.set_paused(dag, *paused).map(Reply::Paused),
         Request::Backfill { dag, from, to, rerun_failed } => service.backfill(dag, from, to, *rerun_failed).map(Reply::Backfilled),
         Request::Next { dag, n, after } => service.next(dag, *n, after.as_deref()).map(Reply::Next),
+    }
+}
+
+/// `reply` with every text that can hold a secret masked: a run's params and note, a task's
+/// outputs, error and external job, an alert's error, a log, compile messages.
+fn mask_reply(masker: &Masker, reply: Reply) -> Reply {
+    match reply {
+        Reply::Applied(mut applied) => {
+            applied.warnings = applied.warnings.into_iter().map(|d| mask_diagnostic(masker, d)).collect();
+            Reply::Applied(applied)
+        }
+        Reply::Runs(mut list) => {
+            for summary in &mut list.runs {
+                mask_run(masker, &mut summary.run);
+            }
+            Reply::Runs(list)
+        }
+        Reply::Run(mut detail) => {
+            mask_run(masker, &mut detail.run);
+            for TaskView { instance, alerts } in &mut detail.tasks {
+                mask_instance(masker, instance);
+                alerts.iter_mut().for_each(|d| mask_delivery(masker, d));
+            }
+            detail.alerts.iter_mut().for_each(|d| mask_delivery(masker, d));
+            Reply::Run(detail)
+        }
+        Reply::Log(mut log) => {
+            log.text = masker.mask(&log.text).into_owned();
+            Reply::Log(log)
+        }
+        Reply::Triggered(mut triggered) => {
+            mask_run(masker, &mut triggered.run);
+            Reply::Triggered(triggered)
+        }
+        // Ids, states, dates and schedules: nothing a secret can be.
+        other @ (Reply::Dags(_) | Reply::Cleared(_) | Reply::Cancelled(_) | Reply::Paused(_) | Reply::Backfilled(_) | Reply::Next(_)) => other,
+    }
+}
+
+/// `error` with its messages masked.
+pub fn mask_error(masker: &Masker, error: ServiceError) -> ServiceError {
+    let mask = |message: String| masker.mask(&message).into_owned();
+    match error {
+        ServiceError::NotFound { message } => ServiceError::NotFound { message: mask(message) },
+        ServiceError::BadRequest { message } => ServiceError::BadRequest { message: mask(message) },
+        ServiceError::Conflict { message } => ServiceError::Conflict { message: mask(message) },
+        ServiceError::Unavailable { message } => ServiceError::Unavailable { message: mask(message) },
+        ServiceError::Invalid { diagnostics } => {
+            ServiceError::Invalid { diagnostics: diagnostics.into_iter().map(|d| mask_diagnostic(masker, d)).collect() }
+        }
+    }
+}
+
+fn mask_diagnostic(masker: &Masker, mut diagnostic: Diagnostic) -> Diagnostic {
+    diagnostic.message = masker.mask(&diagnostic.message).into_owned();
+    diagnostic.hint = diagnostic.hint.map(|h| masker.mask(&h).into_owned());
+    diagnostic
+}
+
+// Each record is taken apart field by field, so a field added to it must be placed here: masked,
+// or named as holding nothing secret.
+
+fn mask_run(masker: &Masker, run: &mut DagRun) {
+    let DagRun {
+        dag_id: _,
+        run_id: _,
+        logical_date: _,
+        data_interval_start: _,
+        data_interval_end: _,
+        trigger: _,
+        params,
+        dag_version: _,
+        state: _,
+        created_at: _,
+        start: _,
+        end: _,
+        note,
+    } = run;
+    if let serde_json::Value::Object(masked) = masker.mask_json(&serde_json::Value::Object(std::mem::take(params))) {
+        *params = masked;
+    }
+    if let Some(note) = note {
+        *note = masker.mask(note).into_owned();
+    }
+}
+
+fn mask_instance(masker: &Masker, instance: &mut TaskInstance) {
+    let TaskInstance { task_id: _, state: _, try_number: _, max_tries: _, start: _, end: _, retry_at: _, outputs, error, external_job } = instance;
+    if let serde_json::Value::Object(masked) = masker.mask_json(&serde_json::Value::Object(std::mem::take(outputs))) {
+        *outputs = masked;
+    }
+    if let Some(error) = error {
+        *error = masker.mask(error).into_owned();
+    }
+    if let Some(job) = external_job {
+        job.id = masker.mask(&job.id).into_owned();
+        for value in job.detail.values_mut() {
+            *value = masker.mask(value).into_owned();
+        }
+    }
+}
+
+fn mask_delivery(masker: &Masker, delivery: &mut AlertDelivery) {
+    let AlertDelivery {
+        dag_id: _,
+        run_id: _,
+        task_id: _,
+        try_number: _,
+        event: _,
+        channel: _,
+        state: _,
+        tries: _,
+        last_error,
+        created_at: _,
+        updated_at: _,
+    } = delivery;
+    if let Some(error) = last_error {
+        *error = masker.mask(error).into_owned();
     }
 }

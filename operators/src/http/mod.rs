@@ -313,8 +313,14 @@ pub(crate) fn check_secret_env(path: &str, name: &str, example_part: &str) -> Re
     Ok(())
 }
 
-/// Reads a secret from the environment variable `name`, which the setting `field` names.
+/// Reads a secret from the environment variable `name`, which the setting `field` names. A name
+/// that was a template is checked here, rendered: only a variable the masker covers may be read.
 pub(crate) fn secret_from_env(name: &str, field: &str) -> Result<String, TaskError> {
+    if !flowctl_engine::secrets::is_sensitive_name(name) {
+        return Err(TaskError::fatal(format!(
+            "{field} names the environment variable {name}, whose value flowctl would not mask: it masks the variables whose names contain PASSWORD, SECRET, TOKEN or KEY; rename the variable so its name says it holds a secret"
+        )));
+    }
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => Ok(value),
         Ok(_) => Err(TaskError::fatal(format!(
@@ -593,6 +599,18 @@ mod tests {
         );
         let err = check_secret_env("p", "hunter2 is my password", "PASSWORD").unwrap_err();
         assert!(err.message.contains("not an environment variable name"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_templated_variable_name_is_checked_once_rendered() {
+        // `password_env: "{{ params.var }}"` passes compile; what it renders to is checked here.
+        assert!(check_secret_env("p", "{{ params.var }}", "PASSWORD").is_ok());
+        let err = secret_from_env("HOME", "auth.basic.password_env").unwrap_err();
+        assert_eq!(
+            err.message,
+            "auth.basic.password_env names the environment variable HOME, whose value flowctl would not mask: it masks the variables whose names contain PASSWORD, SECRET, TOKEN or KEY; rename the variable so its name says it holds a secret"
+        );
+        assert!(secret_from_env("FLOWCTL_TEST_UNSET_PASSWORD", "auth.basic.password_env").unwrap_err().message.contains("is not set"));
     }
 
     #[test]
