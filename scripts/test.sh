@@ -98,7 +98,7 @@ cargo build --workspace --all-targets --locked
 echo "== tests"
 # Not under `set -e`: a failure must still reach the closing count below.
 set +e
-cargo test --workspace --locked 2>&1 | tee "${CARGO_TARGET_DIR}/test-output.txt"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "${CARGO_TARGET_DIR}/test-output.txt"
 status=${PIPESTATUS[0]}
 set -e
 

@@ -318,18 +318,21 @@ pub fn prune(store: &Store, logs_dir: &Path, work_dir: &Path, dag_id: &str, rete
     // Runs are read and deleted under the lock `clear` holds, so a run cleared (queued again)
     // meanwhile is never deleted.
     let _edits = store.run_edits();
-    let mut runs = store.runs(dag_id)?;
-    runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+    // Candidates come from the creation index alone (the newest first is index 0); only those
+    // beyond the retention are read, to keep runs that have not ended.
+    let created = store.runs_by_creation(dag_id)?;
+    let total = created.len();
     let cutoff = retention.days.map(|d| Utc::now() - chrono::Duration::days(i64::from(d)));
     let mut doomed = Vec::new();
-    for (index, run) in runs.iter().enumerate() {
-        if !run.state.is_terminal() {
+    for (oldest_first, (created_at, run_id)) in created.into_iter().enumerate() {
+        let newest_first = total - 1 - oldest_first;
+        let too_many = retention.runs.is_some_and(|keep| newest_first >= keep);
+        let too_old = cutoff.is_some_and(|c| created_at < c);
+        if !(too_many || too_old) {
             continue;
         }
-        let too_many = retention.runs.is_some_and(|keep| index >= keep);
-        let too_old = cutoff.is_some_and(|c| run.created_at < c);
-        if too_many || too_old {
-            doomed.push(run.run_id.clone());
+        if store.run(dag_id, &run_id).ok().flatten().is_some_and(|run| run.state.is_terminal()) {
+            doomed.push(run_id);
         }
     }
     if doomed.is_empty() {

@@ -12,7 +12,7 @@ use crate::dag::Dag;
 use crate::diagnostic::suggestion;
 use crate::operator::Registry;
 use crate::protocol::{Applied, AppliedDag, Change, PauseChange, ServiceError};
-use crate::state::{DagRecord, DagVersion, Store, StoreError, VersionAdded};
+use crate::state::{DagRecord, DagVersion, LatestVersion, Store, StoreError, VersionAdded};
 
 /// The hint of an unknown DAG for operations that can take a file instead.
 const APPLY_HINT: &str = "apply it with `flowctl apply FILE`, or give the file's path";
@@ -126,6 +126,7 @@ fn store_version_as(store: &Store, dag: &Dag, file: PathBuf) -> Result<(u64, Cha
             file: file.clone(),
             applied_at: Utc::now(),
         },
+        LatestVersion { schedule: dag.schedule.as_ref().map(|s| s.expression.clone()), description: dag.description.clone() },
     )?;
     Ok(match added {
         VersionAdded::Added(v) => (v, Change::Added),

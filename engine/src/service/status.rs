@@ -9,7 +9,7 @@ use crate::protocol::{
     Activity, DagDetail, DagList, DagOverview, DagPage, DagSource, DagSummary, DagVersions, LastRun, RunDetail, RunList, RunPage, RunQuery,
     RunSummary, ServiceError, TaskDetail, TaskSummary, TaskView, VersionInfo, RECENT_RUNS,
 };
-use crate::state::{AlertStore, DagRecord, DagRun};
+use crate::state::{AlertStore, DagRecord, DagRun, RunFilter, RunPosition};
 
 impl Service<'_> {
     /// Whether anybody executes `run`.
@@ -25,17 +25,14 @@ impl Service<'_> {
 
     /// An applied DAG with its schedule and its runs' states.
     fn summary(&self, record: DagRecord) -> Result<DagSummary, ServiceError> {
-        let schedule = self
-            .host
-            .dag(&record.dag_id, record.latest_version)
-            .ok()
-            .and_then(|dag| dag.schedule.as_ref().map(|s| s.expression.clone()));
-        let runs = self.store().runs(&record.dag_id)?;
-        let mut runs_by_state: BTreeMap<String, usize> = BTreeMap::new();
-        for run in &runs {
-            *runs_by_state.entry(run.state.name().to_string()).or_default() += 1;
-        }
-        let last_run = runs.iter().max_by_key(|r| r.created_at).map(|r| LastRun { run_id: r.run_id.clone(), state: r.state });
+        let schedule = match &record.latest {
+            Some(latest) => latest.schedule.clone(),
+            // A record an earlier build wrote: the version says.
+            None => self.host.dag(&record.dag_id, record.latest_version).ok().and_then(|dag| dag.schedule.as_ref().map(|s| s.expression.clone())),
+        };
+        let runs_by_state: BTreeMap<String, usize> =
+            self.store().run_counts(&record.dag_id)?.into_iter().map(|(state, n)| (state.name().to_string(), n)).collect();
+        let last_run = self.store().last_created_run(&record.dag_id)?.map(|r| LastRun { run_id: r.run_id, state: r.state });
         Ok(DagSummary { dag_id: record.dag_id, version: record.latest_version, paused: record.paused, schedule, last_run, runs_by_state })
     }
 
@@ -48,10 +45,16 @@ impl Service<'_> {
     /// A DAG's newest `limit` runs (all when `None`), oldest logical date first.
     pub fn runs(&self, dag_id: &str, limit: Option<usize>) -> Result<RunList, ServiceError> {
         dag_record(self.store(), dag_id)?;
-        let all = self.store().runs(dag_id)?;
-        let total = all.len();
-        let skip = limit.map_or(0, |n| total.saturating_sub(n));
-        let runs = all.into_iter().skip(skip).map(|run| RunSummary { activity: self.activity(&run), run }).collect();
+        let total = self.store().run_counts(dag_id)?.values().sum();
+        let chosen = match limit {
+            None => self.store().runs(dag_id)?,
+            Some(n) => {
+                let mut newest = self.store().newest_runs(dag_id, n)?;
+                newest.reverse();
+                newest
+            }
+        };
+        let runs = chosen.into_iter().map(|run| RunSummary { activity: self.activity(&run), run }).collect();
         Ok(RunList { dag_id: dag_id.to_string(), runs, total })
     }
 
@@ -115,9 +118,13 @@ impl Service<'_> {
                 .or_else(|| crate::timetable::upcoming(dag, now, 1).first().map(|(at, _)| *at))
                 .map(|t| t.with_timezone(&dag.timezone).fixed_offset())
         });
-        let mut runs = self.store().runs(&summary.dag_id).unwrap_or_default();
-        runs.sort_by(|a, b| (b.logical_date, b.created_at).cmp(&(a.logical_date, a.created_at)));
-        let recent_runs = runs.iter().take(RECENT_RUNS).map(|r| LastRun { run_id: r.run_id.clone(), state: r.state }).collect();
+        let recent_runs = self
+            .store()
+            .newest_runs(&summary.dag_id, RECENT_RUNS)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| LastRun { run_id: r.run_id, state: r.state })
+            .collect();
         DagOverview { description: dag.and_then(|d| d.description.clone()), next_run, recent_runs, summary }
     }
 
@@ -195,17 +202,13 @@ impl Service<'_> {
         dag_record(self.store(), dag_id)?;
         let limit = page_size(query.limit)?;
         let after = query.cursor.as_deref().map(RunCursor::parse).transpose()?;
-        let mut runs = self.store().runs(dag_id)?;
-        runs.sort_by(|a, b| RunCursor::of(b).cmp(&RunCursor::of(a)));
-        let matching: Vec<DagRun> = runs
-            .into_iter()
-            .filter(|r| query.state.is_none_or(|s| r.state == s))
-            .filter(|r| query.from.is_none_or(|f| r.logical_date >= f))
-            .filter(|r| query.to.is_none_or(|t| r.logical_date <= t))
-            .collect();
-        let total = matching.len();
-        let mut chosen: Vec<DagRun> =
-            matching.into_iter().filter(|r| after.as_ref().is_none_or(|c| RunCursor::of(r) < *c)).take(limit + 1).collect();
+        let filter = RunFilter {
+            state: query.state,
+            from: query.from.map(|t| t.with_timezone(&chrono::Utc)),
+            to: query.to.map(|t| t.with_timezone(&chrono::Utc)),
+        };
+        let position = after.map(|c| RunPosition { logical_date: c.logical_date, created_at: c.created_at, run_id: c.run_id });
+        let (mut chosen, total) = self.store().run_page(dag_id, &filter, position.as_ref(), limit + 1)?;
         let next_cursor = (chosen.len() > limit).then(|| {
             chosen.truncate(limit);
             chosen.last().map(|r| RunCursor::of(r).to_string()).unwrap_or_default()

@@ -246,7 +246,7 @@ mod tests {
             done.tries = 1;
             alerts.put(&done).unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::state::store::tests::reopen(dir.path());
         let alerts = AlertStore::open(&store).unwrap();
         assert!(!alerts.claim(&first).unwrap(), "a restart must not send the message again");
         let records = alerts.for_run("d", "r").unwrap();

@@ -11,6 +11,6 @@ mod store;
 mod alerts;
 
 pub use home::{attempt_log_path, is_alive, Home, HomeError};
-pub use model::{DagRecord, DagRun, DagVersion, RunState, TaskInstance, Trigger};
-pub use store::{Store, StoreError, VersionAdded, Write};
+pub use model::{DagRecord, DagRun, DagVersion, LatestVersion, RunState, TaskInstance, Trigger};
+pub use store::{RunFilter, RunPosition, Store, StoreError, VersionAdded, Write};
 pub use alerts::{AlertDelivery, AlertStore, Channel, DeliveryState, ALERTS_TREE};

@@ -38,6 +38,19 @@ pub struct DagRecord {
     /// The end of the last data interval the scheduler created a run for.
     #[serde(default)]
     pub last_scheduled_end: Option<DateTime<Utc>>,
+    /// What the latest version says of itself, so listings show it without compiling it
+    /// (`None` in a record an earlier build wrote: then the version is compiled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<LatestVersion>,
+}
+
+/// The parts of a DAG's latest version that listings show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatestVersion {
+    /// Its schedule expression (`None`: it runs only when triggered).
+    pub schedule: Option<String>,
+    /// Its `description:`.
+    pub description: Option<String>,
 }
 
 /// How a run came to be.
@@ -64,7 +77,7 @@ impl Trigger {
 }
 
 /// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// Created, not started.
