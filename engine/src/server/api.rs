@@ -46,7 +46,8 @@ pub(super) async fn serve(state: Arc<State>, listener: tokio::net::TcpListener, 
         .nest("/api/v1", v1)
         .layer(axum::extract::DefaultBodyLimit::max(super::rest::MAX_BODY))
         .layer(middleware::from_fn(super::rest::one_error_shape))
-        .layer(middleware::from_fn_with_state(api, say_stopping));
+        .layer(middleware::from_fn_with_state(api, say_stopping))
+        .layer(middleware::from_fn(server_timing));
     accept(listener, app, stop).await;
 }
 
@@ -190,6 +191,19 @@ async fn metrics(Extract(api): Extract<Api>, request: HttpRequest) -> Response {
 /// `GET /api/v1/openapi.json` (no token): the document describing this API.
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], super::openapi::document()).into_response()
+}
+
+/// Says on every answer how long the server took to make it (`Server-Timing: app;dur=<ms>`), so a
+/// client or a benchmark can tell the server's time from the network's. A streamed answer's time
+/// is until its first byte.
+async fn server_timing(request: HttpRequest, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&format!("app;dur={ms:.3}")) {
+        response.headers_mut().insert("server-timing", value);
+    }
+    response
 }
 
 /// Marks every answer of a stopping server, so a client waiting for a run stops waiting.
