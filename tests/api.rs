@@ -330,6 +330,17 @@ print(json.dumps(out))
     let buckets = samples["flowctl_task_duration_seconds_bucket"].as_array().expect("histogram buckets");
     assert!(buckets.len() > 10, "{buckets:?}");
     assert_eq!(value("flowctl_dagrun_duration_seconds_count", json!({"dag_id": "manual", "state": "success"})), 2.0);
+    // Every attempt that ended started from ready (none reattached): one wait each.
+    let attempts: f64 = samples["flowctl_ti_finish_total"].as_array().expect("attempts").iter().filter_map(|s| s["value"].as_f64()).sum();
+    assert!(attempts >= 2.0, "{attempts}");
+    let started = value("flowctl_task_start_delay_seconds_count", json!({}));
+    assert_eq!(started, attempts, "one start delay per attempt");
+    let start_buckets = samples["flowctl_task_start_delay_seconds_bucket"].as_array().expect("histogram buckets");
+    let near_a_second = start_buckets
+        .iter()
+        .find(|b| b["labels"]["le"].as_str().and_then(|le| le.parse::<f64>().ok()).is_some_and(|le| (1.0..1.1).contains(&le)))
+        .unwrap_or_else(|| panic!("no bucket near 1 s in {start_buckets:?}"));
+    assert_eq!(near_a_second["value"], started, "a ready task waited about a second or more for its start: {start_buckets:?}");
     assert!(value("flowctl_scheduler_heartbeat_timestamp_seconds", json!({})) > 1.7e9);
     assert!(value("flowctl_store_size_bytes", json!({})) > 0.0);
     assert_eq!(value("flowctl_executor_slots", json!({})), 32.0);

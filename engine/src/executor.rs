@@ -55,6 +55,10 @@ pub enum Progress {
         try_number: u32,
         /// The last allowed try.
         max_tries: u32,
+        /// How long the task waited from becoming ready (its upstream tasks settled, or its
+        /// retry fell due) to this start: the wait for a slot and for the step's write. `None`
+        /// for an attempt that reattaches to the job a stopped process left running.
+        waited: Option<Duration>,
     },
     /// A task changed state (after an attempt, or by its trigger rule).
     TaskSettled {
@@ -281,6 +285,7 @@ impl Executor {
             data_interval_end: run.data_interval_end,
             params: run.params.clone(),
         });
+        let task_count = dag.tasks.len();
         let mut state = RunLoop {
             exec: self.clone(),
             slots: Slots { dag: self.dag_semaphore(&dag), global: self.parallelism.clone() },
@@ -293,6 +298,7 @@ impl Executor {
             facts,
             work_dir,
             ready: VecDeque::new(),
+            ready_since: vec![None; task_count],
             reattach: VecDeque::new(),
             running: 0,
             waiting_for_permits: false,
@@ -323,6 +329,8 @@ struct RunLoop {
     slots: Slots,
     /// Scheduled tasks waiting for a slot, in the order they became ready.
     ready: VecDeque<usize>,
+    /// When each task last became ready, until its attempt starts (for the start-delay metric).
+    ready_since: Vec<Option<Instant>>,
     /// Attempts of a stopped process that recorded an external job, waiting for a slot to
     /// reattach to it.
     reattach: VecDeque<usize>,
@@ -421,7 +429,7 @@ impl RunLoop {
     fn resume(&mut self) {
         for i in 0..self.instances.len() {
             match self.instances[i].state {
-                TaskState::Scheduled => self.ready.push_back(i),
+                TaskState::Scheduled => self.make_ready(i),
                 TaskState::UpForRetry => self.schedule_retry(i),
                 TaskState::None => self.evaluate(i),
                 TaskState::Running if self.instances[i].external_job.is_some() => self.reattach.push_back(i),
@@ -481,7 +489,7 @@ impl RunLoop {
                 continue;
             }
             if event == TaskEvent::Ready {
-                self.ready.push_back(i);
+                self.make_ready(i);
             } else {
                 let state = self.instances[i].state;
                 (self.progress)(Progress::TaskSettled {
@@ -494,6 +502,12 @@ impl RunLoop {
                 queue.extend(self.downstream[i].iter().copied());
             }
         }
+    }
+
+    /// Queues a scheduled task for a slot.
+    fn make_ready(&mut self, i: usize) {
+        self.ready_since[i] = Some(Instant::now());
+        self.ready.push_back(i);
     }
 
     /// Whether nothing new may start: the run was cancelled, or the process is shutting down.
@@ -584,7 +598,7 @@ impl RunLoop {
             }
             Event::RetryDue { index, try_number } => {
                 if self.instances[index].try_number == try_number && self.apply(index, TaskEvent::RetryDue) {
-                    self.ready.push_back(index);
+                    self.make_ready(index);
                     self.fill_slots();
                 }
             }
@@ -757,7 +771,8 @@ impl RunLoop {
         let ti = &self.instances[i];
         let try_number = ti.try_number;
         let max_tries = ti.max_tries;
-        (self.progress)(Progress::AttemptStarted { task_id: task.id.clone(), try_number, max_tries });
+        let waited = self.ready_since[i].take().map(|since| since.elapsed());
+        (self.progress)(Progress::AttemptStarted { task_id: task.id.clone(), try_number, max_tries, waited });
         let exec = self.exec.clone();
         let log = Arc::new(exec.logs.open(attempt_log_path(&exec.logs_dir, &self.run.dag_id, &self.run.run_id, &task.id, try_number)));
         let cancel = self.attempts.child_token();

@@ -182,7 +182,7 @@ impl Display {
         let Ok(mut state) = self.inner.lock() else { return };
         let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         match progress {
-            Progress::AttemptStarted { task_id, try_number, max_tries } => {
+            Progress::AttemptStarted { task_id, try_number, max_tries, .. } => {
                 let text = format!("{task_id} running (try {try_number}/{max_tries})");
                 match &state.bars {
                     Some((multi, _)) => {

@@ -218,8 +218,11 @@ fn watch_progress(server: Arc<State>, dag: Arc<Dag>, run_id: String) -> Arc<dyn 
             *started.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
             server.metrics.runs_started.get_or_create(&crate::metrics::DagLabels { dag_id: dag_id.clone() }).inc();
         }
-        Progress::AttemptStarted { task_id, try_number, max_tries } => {
+        Progress::AttemptStarted { task_id, try_number, max_tries, waited } => {
             tracing::info!(%dag_id, %run_id, %task_id, try_number, max_tries, "attempt started");
+            if let Some(waited) = waited {
+                server.metrics.task_start_delay.observe(waited.as_secs_f64());
+            }
         }
         Progress::TaskSettled { task_id, state, try_number, error, duration } => {
             match &error {
