@@ -163,19 +163,8 @@ fn bounded(cmd: &Cmd, args: &[&std::ffi::OsStr]) -> Command {
 }
 
 /// Runs `command` to its end, killing it after [`TIME_LIMIT`].
-fn run_within(mut command: Command) -> Run {
-    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run prlimit (util-linux) with flowctl");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (done, finished) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if finished.recv_timeout(TIME_LIMIT).is_err() {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        }
-    });
-    let output = child.wait_with_output().expect("wait for flowctl");
-    let _ = done.send(());
-    let _ = watchdog.join();
-    output.into()
+fn run_within(command: Command) -> Run {
+    util::run_command_within(command, TIME_LIMIT)
 }
 
 /// The largest resident set of any child of this test process that has ended, in KiB.

@@ -207,18 +207,7 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let child = self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("flowctl runs");
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let (done, finished) = std::sync::mpsc::channel::<()>();
-        let watchdog = std::thread::spawn(move || {
-            if finished.recv_timeout(limit).is_err() {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            }
-        });
-        let output = child.wait_with_output().expect("wait for flowctl");
-        let _ = done.send(());
-        let _ = watchdog.join();
-        output.into()
+        run_command_within(self.command(args), limit)
     }
 
     /// Runs a command that prints JSON (`--output json`), expects exit code 0, and parses stdout.
@@ -235,6 +224,23 @@ impl Cmd {
 }
 
 /// A fresh home and a command bound to it, run from the repository root.
+/// Runs `command` to its end with its output captured, killing it after `limit` so a hung
+/// process fails its test instead of stalling the suite.
+pub fn run_command_within(mut command: Command, limit: std::time::Duration) -> Run {
+    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(limit).is_err() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    });
+    let output = child.wait_with_output().expect("wait for the process");
+    let _ = done.send(());
+    let _ = watchdog.join();
+    output.into()
+}
+
 pub fn setup() -> (TempHome, Cmd) {
     let dir = tempfile::Builder::new().prefix("flowctl-test-").tempdir().expect("temp dir");
     let home = dir.path().join("home");
